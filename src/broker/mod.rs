@@ -1,0 +1,181 @@
+//! Brokers carry events between producers and org supervisors and keep the replay window.
+//!
+//! The actors only see the [`Broker`] trait, so the memory and Redis backends are
+//! interchangeable by one setting.
+
+pub mod memory;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::config::BackendKind;
+use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic};
+
+pub use memory::MemoryBroker;
+
+/// A boxed, sendable future, so the trait stays object-safe.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Why a broker call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    /// The backend cannot be reached or is not ready; the caller may retry.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered something the hub cannot use.
+    #[error("backend error: {0}")]
+    Protocol(String),
+}
+
+/// The result of publishing one event.
+#[derive(Debug, Clone)]
+pub enum PublishOutcome {
+    /// Newly stored and fanned out.
+    Stored(Arc<StoredEvent>),
+    /// An event with the same id is already inside the window: this is that first event.
+    Duplicate(Arc<StoredEvent>),
+}
+
+impl PublishOutcome {
+    /// The stored event, new or first.
+    pub fn event(&self) -> &Arc<StoredEvent> {
+        match self {
+            Self::Stored(e) | Self::Duplicate(e) => e,
+        }
+    }
+
+    /// True when the event was already stored before this call.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Self::Duplicate(_))
+    }
+}
+
+/// Where a resume position lands in a topic's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Replay the events strictly after this cursor.
+    After(Cursor),
+    /// The position is older than the window (or its events were trimmed).
+    Expired,
+    /// The position is not in this stream (another data set, lost data, or garbage).
+    Unknown,
+}
+
+impl Resolution {
+    /// The reason text of a `realtime.resync` frame, if this resolution needs one.
+    pub fn resync_reason(self) -> Option<&'static str> {
+        match self {
+            Self::After(_) => None,
+            Self::Expired => Some("expired"),
+            Self::Unknown => Some("unknown"),
+        }
+    }
+}
+
+/// What a broker hands a subscribed supervisor.
+#[derive(Debug, Clone)]
+pub enum LiveMessage {
+    /// A live event of the topic.
+    Event(Arc<StoredEvent>),
+    /// Delivery was interrupted (e.g. resubscribed): read the stream after the last cursor.
+    Gap,
+    /// The stream's data is gone (e.g. Redis restarted empty): clients must resync.
+    DataLost,
+}
+
+static NEXT_SINK_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A supervisor's bounded inbox for live events; overflow is recorded, never buffered.
+#[derive(Debug, Clone)]
+pub struct LiveSink {
+    id: u64,
+    tx: mpsc::Sender<LiveMessage>,
+    gap: Arc<AtomicBool>,
+}
+
+impl LiveSink {
+    /// A sink with room for `capacity` messages, its receiver and its gap flag.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<LiveMessage>, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let gap = Arc::new(AtomicBool::new(false));
+        let sink = Self {
+            id: NEXT_SINK_ID.fetch_add(1, Ordering::Relaxed),
+            tx,
+            gap: gap.clone(),
+        };
+        (sink, rx, gap)
+    }
+
+    /// Identity used to unsubscribe.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Offers a message without waiting; a full inbox marks a gap the supervisor fills
+    /// from the stream, so a burst costs a stream read instead of unbounded memory.
+    pub fn offer(&self, message: LiveMessage) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(message) {
+            self.gap.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// True when the receiving supervisor is gone.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Whether the backend can currently publish and deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendHealth {
+    /// Usable.
+    Ready,
+    /// Not usable, with a reason for `/readyz`.
+    Unavailable(String),
+}
+
+/// Pub/sub plus a bounded replay stream per topic.
+pub trait Broker: Send + Sync + 'static {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+
+    /// Stores and fans out a batch atomically: all stored, or none (error).
+    fn publish(
+        &self,
+        topic: Topic,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<Result<Vec<PublishOutcome>, BrokerError>>;
+
+    /// Starts delivering the topic's live events to `sink`; returns the newest cursor
+    /// of the stream at that moment, so the caller knows where live delivery begins.
+    fn subscribe(
+        &self,
+        topic: Topic,
+        sink: LiveSink,
+    ) -> BoxFuture<Result<Option<Cursor>, BrokerError>>;
+
+    /// Stops delivering to the sink with this id.
+    fn unsubscribe(&self, topic: &Topic, sink_id: u64);
+
+    /// Finds where a client's resume position is in the topic's stream.
+    fn resolve(
+        &self,
+        topic: Topic,
+        position: ResumePosition,
+    ) -> BoxFuture<Result<Resolution, BrokerError>>;
+
+    /// Up to `limit` events strictly after `after`, oldest first, within the window.
+    fn read_after(
+        &self,
+        topic: Topic,
+        after: Cursor,
+        limit: usize,
+    ) -> BoxFuture<Result<Vec<Arc<StoredEvent>>, BrokerError>>;
+
+    /// Current health, cheap to call.
+    fn health(&self) -> BackendHealth;
+}

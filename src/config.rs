@@ -1,0 +1,300 @@
+//! Settings: each is an environment variable and a flag of `dashclaw-realtime serve`.
+//!
+//! Parsing errors name both the flag and the variable and make clap exit with code 2.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// Which broker carries events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// In-process only; the default and the rollback.
+    Memory,
+    /// Redis pub/sub and streams, shared by several instances.
+    Redis,
+}
+
+impl BackendKind {
+    /// Name used in `realtime.connected` frames and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn positive_u64(env: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone {
+    move |raw| match raw.trim().parse::<u64>() {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(format!("{env} must be a positive integer, got {raw:?}")),
+    }
+}
+
+fn at_least(env: &'static str, min: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |raw| match raw.trim().parse::<usize>() {
+        Ok(v) if v >= min => Ok(v),
+        _ => Err(format!("{env} must be an integer >= {min}, got {raw:?}")),
+    }
+}
+
+fn key_prefix(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "REALTIME_KEY_PREFIX must be 1-64 characters of [A-Za-z0-9_.:-], got {raw:?}"
+        ))
+    }
+}
+
+fn bind_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("REALTIME_BIND must be an IP:port address, got {raw:?}"))
+}
+
+fn cors_origins(raw: &str) -> Result<Vec<String>, String> {
+    let origins: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| o.trim_end_matches('/').to_owned())
+        .collect();
+    for origin in &origins {
+        let valid =
+            origin == "*" || origin.starts_with("http://") || origin.starts_with("https://");
+        if !valid {
+            return Err(format!(
+                "REALTIME_CORS_ORIGINS entries must be http(s)://host[:port] or *, got {origin:?}"
+            ));
+        }
+    }
+    Ok(origins)
+}
+
+fn redis_url(raw: &str) -> Result<String, String> {
+    if raw.starts_with("redis://") || raw.starts_with("rediss://") || raw.starts_with("unix://") {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "REDIS_URL must start with redis://, rediss:// or unix://, got {raw:?}"
+        ))
+    }
+}
+
+/// Every setting of `serve`, as parsed from flags and environment.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// `memory` or `redis`; flipping back to `memory` is the rollback.
+    #[arg(long, env = "REALTIME_BACKEND", value_enum, default_value = "memory")]
+    pub backend: BackendKind,
+    /// Redis URL, required when the backend is `redis`.
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
+    pub redis_url: Option<String>,
+    /// Replay window in seconds.
+    #[arg(long, env = "REALTIME_REPLAY_WINDOW_SECONDS", default_value = "600",
+          value_parser = positive_u64("REALTIME_REPLAY_WINDOW_SECONDS"))]
+    pub replay_window_seconds: u64,
+    /// Prefix of every Redis key and channel.
+    #[arg(long, env = "REALTIME_KEY_PREFIX", default_value = "dashclaw", value_parser = key_prefix)]
+    pub key_prefix: String,
+    /// Listen address.
+    #[arg(long, env = "REALTIME_BIND", default_value = "127.0.0.1:8080", value_parser = bind_addr)]
+    pub bind: SocketAddr,
+    /// Seconds of stream silence before a `: heartbeat` comment.
+    #[arg(long, env = "REALTIME_HEARTBEAT_SECONDS", default_value = "15",
+          value_parser = positive_u64("REALTIME_HEARTBEAT_SECONDS"))]
+    pub heartbeat_seconds: u64,
+    /// The `retry:` hint sent to clients, in milliseconds.
+    #[arg(long, env = "REALTIME_RETRY_MS", default_value = "3000",
+          value_parser = positive_u64("REALTIME_RETRY_MS"))]
+    pub retry_ms: u64,
+    /// HS256 secret for JWT auth.
+    #[arg(long, env = "REALTIME_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// File of `<sha256 hex> <org_id> <scopes>` lines for API-key auth.
+    #[arg(long, env = "REALTIME_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Comma-separated origins allowed by CORS.
+    #[arg(long, env = "REALTIME_CORS_ORIGINS", value_parser = cors_origins, default_value = "")]
+    pub cors_origins: std::vec::Vec<String>,
+    /// Largest serialized envelope in bytes.
+    #[arg(long, env = "REALTIME_MAX_PAYLOAD_BYTES", default_value = "65536",
+          value_parser = at_least("REALTIME_MAX_PAYLOAD_BYTES", 512))]
+    pub max_payload_bytes: usize,
+    /// Open SSE connections allowed on this instance (default: open-file limit - 256).
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS",
+          value_parser = at_least("REALTIME_MAX_CONNECTIONS", 1))]
+    pub max_connections: Option<usize>,
+    /// Open SSE connections allowed per org on this instance.
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS_PER_ORG", default_value = "50000",
+          value_parser = at_least("REALTIME_MAX_CONNECTIONS_PER_ORG", 1))]
+    pub max_connections_per_org: usize,
+    /// Bind with SO_REUSEPORT so several instances share one port.
+    #[arg(long, env = "REALTIME_REUSE_PORT", default_value = "false",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub reuse_port: bool,
+    /// Per-client bound on unsent bytes.
+    #[arg(long, env = "REALTIME_SESSION_QUEUE_BYTES", default_value = "1048576",
+          value_parser = at_least("REALTIME_SESSION_QUEUE_BYTES", 4096))]
+    pub session_queue_bytes: usize,
+    /// Seconds allowed for draining at shutdown.
+    #[arg(long, env = "REALTIME_SHUTDOWN_GRACE_SECONDS", default_value = "10",
+          value_parser = positive_u64("REALTIME_SHUTDOWN_GRACE_SECONDS"))]
+    pub shutdown_grace_seconds: u64,
+    /// `text` or `json` log lines.
+    #[arg(long, env = "REALTIME_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A setting combination that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The Redis backend needs a URL.
+    #[error("REDIS_URL is required when REALTIME_BACKEND=redis")]
+    MissingRedisUrl,
+    /// Auth is off, so only loopback binds are allowed.
+    #[error(
+        "refusing to bind {0}: auth is off (neither REALTIME_JWT_SECRET nor REALTIME_API_KEYS_FILE is set), \
+         so anyone could read every org's events; bind a loopback address (REALTIME_BIND=127.0.0.1:8080) or configure auth"
+    )]
+    OpenNonLoopback(SocketAddr),
+    /// The API keys file could not be read or parsed.
+    #[error("REALTIME_API_KEYS_FILE: {0}")]
+    ApiKeys(String),
+    /// An empty JWT secret would accept forged tokens.
+    #[error("REALTIME_JWT_SECRET must not be empty")]
+    EmptyJwtSecret,
+}
+
+/// Runtime configuration derived from [`Settings`], shared by every component.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Which broker carries events.
+    pub backend: BackendKind,
+    /// Redis URL when the backend is Redis.
+    pub redis_url: Option<String>,
+    /// Replay window.
+    pub replay_window: Duration,
+    /// Redis key prefix.
+    pub key_prefix: String,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Idle time before a heartbeat comment.
+    pub heartbeat: Duration,
+    /// `retry:` hint in milliseconds.
+    pub retry_ms: u64,
+    /// Allowed CORS origins.
+    pub cors_origins: Vec<String>,
+    /// Largest serialized envelope.
+    pub max_payload_bytes: usize,
+    /// Open SSE connections allowed on this instance.
+    pub max_connections: usize,
+    /// Open SSE connections allowed per org.
+    pub max_connections_per_org: usize,
+    /// Bind with SO_REUSEPORT.
+    pub reuse_port: bool,
+    /// Per-client bound on unsent bytes.
+    pub session_queue_bytes: usize,
+    /// Drain time at shutdown.
+    pub shutdown_grace: Duration,
+    /// How long an org supervisor without sessions lingers before it stops.
+    pub supervisor_idle: Duration,
+    /// Events per replay page.
+    pub replay_page_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            backend: BackendKind::Memory,
+            redis_url: None,
+            replay_window: Duration::from_secs(600),
+            key_prefix: "dashclaw".into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            heartbeat: Duration::from_secs(15),
+            retry_ms: 3000,
+            cors_origins: Vec::new(),
+            max_payload_bytes: 65_536,
+            max_connections: default_max_connections(),
+            max_connections_per_org: 50_000,
+            reuse_port: false,
+            session_queue_bytes: 1 << 20,
+            shutdown_grace: Duration::from_secs(10),
+            supervisor_idle: Duration::from_secs(30),
+            replay_page_size: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Builds the runtime config, checking cross-setting rules.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        if settings.backend == BackendKind::Redis && settings.redis_url.is_none() {
+            return Err(ConfigError::MissingRedisUrl);
+        }
+        if settings.jwt_secret.as_deref() == Some("") {
+            return Err(ConfigError::EmptyJwtSecret);
+        }
+        let auth_off = settings.jwt_secret.is_none() && settings.api_keys_file.is_none();
+        if auth_off && !settings.bind.ip().is_loopback() {
+            return Err(ConfigError::OpenNonLoopback(settings.bind));
+        }
+        Ok(Self {
+            backend: settings.backend,
+            redis_url: settings.redis_url.clone(),
+            replay_window: Duration::from_secs(settings.replay_window_seconds),
+            key_prefix: settings.key_prefix.clone(),
+            bind: settings.bind,
+            heartbeat: Duration::from_secs(settings.heartbeat_seconds),
+            retry_ms: settings.retry_ms,
+            cors_origins: settings.cors_origins.clone(),
+            max_payload_bytes: settings.max_payload_bytes,
+            max_connections: settings
+                .max_connections
+                .unwrap_or_else(default_max_connections),
+            max_connections_per_org: settings.max_connections_per_org,
+            reuse_port: settings.reuse_port,
+            session_queue_bytes: settings.session_queue_bytes,
+            shutdown_grace: Duration::from_secs(settings.shutdown_grace_seconds),
+            ..Self::default()
+        })
+    }
+
+    /// Replay window in milliseconds.
+    pub fn window_ms(&self) -> u64 {
+        self.replay_window.as_millis() as u64
+    }
+}
+
+/// The soft open-file limit minus 256 descriptors kept for listeners, Redis and logs.
+pub fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and has no other effects.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return 65_536;
+    }
+    (limit.rlim_cur as usize).saturating_sub(256).max(1)
+}

@@ -1,0 +1,30 @@
+//! `/healthz` (the process serves) and `/readyz` (the backend can deliver).
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+use crate::broker::BackendHealth;
+
+/// 200 while the process serves HTTP.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// 200 when the backend is usable; 503 with a reason when it is not or during shutdown.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let backend = state.hub.backend().as_str();
+    if state.hub.is_shutting_down() {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(json!({"status": "unavailable", "backend": backend, "reason": "shutting down"}));
+    }
+    match state.hub.health() {
+        BackendHealth::Ready => {
+            HttpResponse::Ok().json(json!({"status": "ready", "backend": backend}))
+        }
+        BackendHealth::Unavailable(reason) => HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(json!({"status": "unavailable", "backend": backend, "reason": reason})),
+    }
+}

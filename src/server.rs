@@ -1,0 +1,168 @@
+//! Binding, the HTTP server, and the orderly shutdown that ends every stream.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{info, warn};
+
+use crate::auth::Auth;
+use crate::broker::{Broker, MemoryBroker, memory::DEFAULT_MAX_EVENTS_PER_TOPIC};
+use crate::config::{BackendKind, Config};
+use crate::http::{self, AppState};
+use crate::hub::{HubHandle, MEMORY_SWEEP_INTERVAL};
+
+/// Errors that stop the hub from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Requested address.
+        addr: SocketAddr,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The configured backend is not available in this build.
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// A hub serving HTTP: its address, the in-process handle and the server future.
+pub struct RunningServer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The in-process API of the hub.
+    pub hub: HubHandle,
+    server: Server,
+    handle: ServerHandle,
+}
+
+impl RunningServer {
+    /// Handle to stop the HTTP server.
+    pub fn server_handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// Ends every stream, stops accepting, and waits for the server to finish.
+    pub async fn shutdown(self) -> io::Result<()> {
+        begin_shutdown(&self.hub, &self.handle).await;
+        self.server.await
+    }
+
+    /// Runs until the server stops (after [`begin_shutdown`] or a signal).
+    pub async fn run(self) -> io::Result<()> {
+        self.server.await
+    }
+}
+
+fn listener(config: &Config) -> Result<TcpListener, StartError> {
+    let addr = config.bind;
+    let bind_err = |source| StartError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(bind_err)?;
+    socket.set_reuse_address(true).map_err(bind_err)?;
+    if config.reuse_port {
+        socket.set_reuse_port(true).map_err(bind_err)?;
+    }
+    socket.bind(&addr.into()).map_err(bind_err)?;
+    socket.listen(4096).map_err(bind_err)?;
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    Ok(socket.into())
+}
+
+fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, StartError> {
+    match config.backend {
+        BackendKind::Memory => {
+            let broker = Arc::new(MemoryBroker::new(
+                config.window_ms(),
+                DEFAULT_MAX_EVENTS_PER_TOPIC,
+            ));
+            let sweeper = Arc::downgrade(&broker);
+            actix_web::rt::spawn(async move {
+                let mut tick = tokio::time::interval(MEMORY_SWEEP_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    match sweeper.upgrade() {
+                        Some(broker) => broker.sweep(),
+                        None => break,
+                    }
+                }
+            });
+            Ok(broker)
+        }
+        BackendKind::Redis => Err(StartError::Backend(
+            "REALTIME_BACKEND=redis is not available in this build yet; use memory".into(),
+        )),
+    }
+}
+
+/// Starts the hub and its HTTP server on the current actix system; does not install signals.
+pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
+    let listener = listener(&config)?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let broker = broker_for(&config)?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_worker = config.max_connections.saturating_add(64);
+    let grace = config.shutdown_grace;
+    let hub = HubHandle::start(config, broker);
+    let state = web::Data::new(AppState {
+        hub: hub.clone(),
+        auth: Arc::new(auth),
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(http::cors_middleware))
+            .configure(http::configure)
+            .default_service(web::to(http::not_found))
+    })
+    .workers(workers)
+    .backlog(4096)
+    .max_connections(per_worker)
+    .disable_signals()
+    .shutdown_timeout(grace.as_secs())
+    .listen(listener)
+    .map_err(|source| StartError::Bind { addr, source })?
+    .run();
+    let handle = server.handle();
+    info!(%addr, backend = hub.backend().as_str(), "dashclaw-realtime listening");
+    Ok(RunningServer {
+        addr,
+        hub,
+        server,
+        handle,
+    })
+}
+
+/// Refuses new streams, stops accepting connections, and ends every open stream so
+/// clients reconnect elsewhere with `Last-Event-ID`.
+pub async fn begin_shutdown(hub: &HubHandle, handle: &ServerHandle) {
+    let stop = handle.stop(true);
+    actix_web::rt::spawn(stop);
+    hub.shutdown().await;
+}
+
+/// Runs the hub until SIGTERM or SIGINT, then shuts down within the grace time.
+pub async fn serve(config: Config, auth: Auth) -> Result<(), StartError> {
+    let running = start(config, auth)?;
+    let hub = running.hub.clone();
+    let handle = running.server_handle();
+    actix_web::rt::spawn(async move {
+        let signal = crate::shutdown::wait_for_signal().await;
+        info!(signal, open = hub.open_connections(), "shutting down");
+        begin_shutdown(&hub, &handle).await;
+    });
+    if let Err(error) = running.run().await {
+        warn!(%error, "server ended with an error");
+    }
+    info!("stopped");
+    Ok(())
+}

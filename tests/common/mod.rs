@@ -1,0 +1,93 @@
+#![allow(dead_code)]
+#![allow(unused_imports)]
+//! Shared integration-test harness for `dashclaw-realtime`.
+//!
+//! - [`sse`]: WHATWG-exact incremental SSE parser (`SseParser`, `SseItem`, `SseEvent`).
+//! - [`sse_client`]: `SseClient` reading a live stream.
+//! - [`hub`]: `TestHub` spawning the real binary.
+//! - [`http`]: plain HTTP helpers, error-body and Prometheus helpers.
+//! - [`auth`]: JWT / API-key helpers.
+
+pub mod auth;
+pub mod http;
+pub mod hub;
+pub mod sse;
+pub mod sse_client;
+
+pub use auth::{jwt_for, make_jwt, now_unix, sha256_hex, write_api_keys_file};
+pub use http::{
+    client, error_code, get, get_json, header_str, metric_sum, metric_value, post_json, post_raw,
+    request,
+};
+pub use hub::{TestHub, bin_path, free_port, run_cli, test_redis_url};
+pub use sse::{SseEvent, SseItem, SseParser};
+pub use sse_client::{End, Received, SseClient};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Shorthand for `Duration::from_millis`.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Shorthand for `Duration::from_secs`.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// True if `s` matches `^[A-Za-z0-9_-]{1,64}$` (contract org id).
+pub fn is_valid_org_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// An org id unique per call in this test run: `<prefix>_<pid>_<n>`.
+/// Characters outside `[A-Za-z0-9_-]` in `prefix` become `_`, and the prefix is
+/// shortened so the result always matches `^[A-Za-z0-9_-]{1,64}$`.
+pub fn unique_org(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let suffix = format!("_{}_{}", std::process::id(), n);
+    let clean: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64 - suffix.len())
+        .collect();
+    let clean = if clean.is_empty() {
+        "org".to_string()
+    } else {
+        clean
+    };
+    let org = format!("{clean}{suffix}");
+    assert!(is_valid_org_id(&org), "unique_org produced invalid {org:?}");
+    org
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_org_is_valid_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for p in ["org", "", "a b:c*{d}", &"x".repeat(200), "é"] {
+            for _ in 0..50 {
+                let o = unique_org(p);
+                assert!(is_valid_org_id(&o), "{o:?}");
+                assert!(seen.insert(o.clone()), "duplicate {o:?}");
+            }
+        }
+        assert!(unique_org("acme").starts_with("acme_"));
+        assert!(!is_valid_org_id(""));
+        assert!(!is_valid_org_id("a:b"));
+        assert!(!is_valid_org_id(&"a".repeat(65)));
+    }
+}
