@@ -376,7 +376,13 @@ mod tests {
     fn tokens_round_trip_and_expire() {
         let auth = Auth::new(Some("s3cret"), None).unwrap();
         let org = OrgId::parse("org_a").unwrap();
-        let token = sign_token("s3cret", std::slice::from_ref(&org), &[Scope::Subscribe], 60).unwrap();
+        let token = sign_token(
+            "s3cret",
+            std::slice::from_ref(&org),
+            &[Scope::Subscribe],
+            60,
+        )
+        .unwrap();
         let grant = auth.verify_token(&token).unwrap();
         assert!(
             grant
@@ -392,7 +398,8 @@ mod tests {
             grant.authorize(&other, Scope::Subscribe),
             Err(AuthError::ForbiddenOrg)
         );
-        let wrong = sign_token("other", std::slice::from_ref(&org), &[Scope::Subscribe], 60).unwrap();
+        let wrong =
+            sign_token("other", std::slice::from_ref(&org), &[Scope::Subscribe], 60).unwrap();
         assert_eq!(auth.verify_token(&wrong), Err(AuthError::InvalidToken));
         let claims = Claims {
             exp: 1,

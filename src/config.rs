@@ -160,6 +160,10 @@ pub struct Settings {
     #[arg(long, env = "REALTIME_SHUTDOWN_GRACE_SECONDS", default_value = "10",
           value_parser = positive_u64("REALTIME_SHUTDOWN_GRACE_SECONDS"))]
     pub shutdown_grace_seconds: u64,
+    /// Redis connect and response timeout in milliseconds (replay pages are sized to fit).
+    #[arg(long, env = "REALTIME_REDIS_TIMEOUT_MS", default_value = "2000",
+          value_parser = positive_u64("REALTIME_REDIS_TIMEOUT_MS"))]
+    pub redis_timeout_ms: u64,
     /// `text` or `json` log lines.
     #[arg(long, env = "REALTIME_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -220,6 +224,8 @@ pub struct Config {
     pub supervisor_idle: Duration,
     /// Events per replay page.
     pub replay_page_size: usize,
+    /// Redis connect and response timeout.
+    pub redis_timeout: Duration,
 }
 
 impl Default for Config {
@@ -241,6 +247,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             supervisor_idle: Duration::from_secs(30),
             replay_page_size: 256,
+            redis_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -275,6 +282,7 @@ impl Config {
             reuse_port: settings.reuse_port,
             session_queue_bytes: settings.session_queue_bytes,
             shutdown_grace: Duration::from_secs(settings.shutdown_grace_seconds),
+            redis_timeout: Duration::from_millis(settings.redis_timeout_ms),
             ..Self::default()
         })
     }

@@ -11,7 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
 use crate::auth::Auth;
-use crate::broker::{Broker, MemoryBroker, memory::DEFAULT_MAX_EVENTS_PER_TOPIC};
+use crate::broker::{Broker, MemoryBroker, RedisBroker, memory::DEFAULT_MAX_EVENTS_PER_TOPIC};
 use crate::config::{BackendKind, Config};
 use crate::http::{self, AppState};
 use crate::hub::{HubHandle, MEMORY_SWEEP_INTERVAL};
@@ -95,9 +95,9 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, StartError> {
             });
             Ok(broker)
         }
-        BackendKind::Redis => Err(StartError::Backend(
-            "REALTIME_BACKEND=redis is not available in this build yet; use memory".into(),
-        )),
+        BackendKind::Redis => RedisBroker::start(config)
+            .map(|broker| Arc::new(broker) as Arc<dyn Broker>)
+            .map_err(|e| StartError::Backend(e.to_string())),
     }
 }
 

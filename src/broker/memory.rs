@@ -169,7 +169,7 @@ impl MemoryBroker {
 }
 
 /// For positions not found: expired when the id's own timestamp is outside the window.
-fn expired_or_unknown(position: &ResumePosition, oldest_ms: u64) -> Resolution {
+pub(crate) fn expired_or_unknown(position: &ResumePosition, oldest_ms: u64) -> Resolution {
     let stamp_ms = match position {
         ResumePosition::Cursor(cursor) => Some(cursor.ms),
         ResumePosition::EventId(id) => id

@@ -4,6 +4,7 @@
 //! interchangeable by one setting.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +16,8 @@ use tokio::sync::mpsc;
 use crate::config::BackendKind;
 use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic};
 
-pub use memory::MemoryBroker;
+pub use self::memory::MemoryBroker;
+pub use self::redis::RedisBroker;
 
 /// A boxed, sendable future, so the trait stays object-safe.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -89,25 +91,34 @@ pub enum LiveMessage {
 
 static NEXT_SINK_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Signals that must not be lost when a sink's inbox is full.
+#[derive(Debug, Default)]
+pub struct SinkFlags {
+    /// Live events were dropped or delivery was interrupted: fill from the stream.
+    pub gap: AtomicBool,
+    /// The stream's data is gone: clients must resync.
+    pub lost: AtomicBool,
+}
+
 /// A supervisor's bounded inbox for live events; overflow is recorded, never buffered.
 #[derive(Debug, Clone)]
 pub struct LiveSink {
     id: u64,
     tx: mpsc::Sender<LiveMessage>,
-    gap: Arc<AtomicBool>,
+    flags: Arc<SinkFlags>,
 }
 
 impl LiveSink {
-    /// A sink with room for `capacity` messages, its receiver and its gap flag.
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<LiveMessage>, Arc<AtomicBool>) {
+    /// A sink with room for `capacity` messages, its receiver and its flags.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<LiveMessage>, Arc<SinkFlags>) {
         let (tx, rx) = mpsc::channel(capacity);
-        let gap = Arc::new(AtomicBool::new(false));
+        let flags = Arc::new(SinkFlags::default());
         let sink = Self {
             id: NEXT_SINK_ID.fetch_add(1, Ordering::Relaxed),
             tx,
-            gap: gap.clone(),
+            flags: flags.clone(),
         };
-        (sink, rx, gap)
+        (sink, rx, flags)
     }
 
     /// Identity used to unsubscribe.
@@ -118,9 +129,18 @@ impl LiveSink {
     /// Offers a message without waiting; a full inbox marks a gap the supervisor fills
     /// from the stream, so a burst costs a stream read instead of unbounded memory.
     pub fn offer(&self, message: LiveMessage) {
+        let lost = matches!(message, LiveMessage::DataLost);
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(message) {
-            self.gap.store(true, Ordering::SeqCst);
+            if lost {
+                self.flags.lost.store(true, Ordering::SeqCst);
+            }
+            self.flags.gap.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// Asks the supervisor to fill from the stream before trusting live delivery.
+    pub fn mark_gap(&self) {
+        self.flags.gap.store(true, Ordering::SeqCst);
     }
 
     /// True when the receiving supervisor is gone.

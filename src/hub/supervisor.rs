@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -20,7 +20,7 @@ use super::messages::{
 };
 use super::outbox::{CloseReason, Outbox, PushResult};
 use super::session::{connected_frame, encode_event, resync_frame};
-use crate::broker::{Broker, LiveMessage, LiveSink};
+use crate::broker::{Broker, LiveMessage, LiveSink, SinkFlags};
 use crate::config::Config;
 use crate::envelope::{Cursor, StoredEvent, Topic, frame};
 use crate::filter::EventFilter;
@@ -58,7 +58,7 @@ pub struct OrgSupervisor {
     ring_floor: Cursor,
     ring: VecDeque<RingEntry>,
     ring_bytes: usize,
-    gap: Arc<AtomicBool>,
+    flags: Arc<SinkFlags>,
     sink_id: Option<u64>,
     filling: bool,
     stashed: Option<LiveMessage>,
@@ -82,7 +82,7 @@ impl OrgSupervisor {
             ring_floor: Cursor::default(),
             ring: VecDeque::new(),
             ring_bytes: 0,
-            gap: Arc::new(AtomicBool::new(false)),
+            flags: Arc::new(SinkFlags::default()),
             sink_id: None,
             filling: false,
             stashed: None,
@@ -94,8 +94,8 @@ impl OrgSupervisor {
     }
 
     fn subscribe(&mut self, ctx: &mut Context<Self>) {
-        let (sink, mut rx, gap) = LiveSink::channel(LIVE_INBOX_CAPACITY);
-        self.gap = gap;
+        let (sink, mut rx, flags) = LiveSink::channel(LIVE_INBOX_CAPACITY);
+        self.flags = flags;
         self.sink_id = Some(sink.id());
         ctx.add_stream(stream::poll_fn(move |cx| rx.poll_recv(cx)));
         let subscribe = self.broker.subscribe(self.topic.clone(), sink);
@@ -108,7 +108,7 @@ impl OrgSupervisor {
             Err(error) => {
                 // Live events may have been missed: fill from the stream once it works.
                 warn!(topic = %act.topic, %error, "subscribe failed; will fill from the stream");
-                act.gap.store(true, Ordering::SeqCst);
+                act.flags.gap.store(true, Ordering::SeqCst);
             }
         }));
     }
@@ -175,10 +175,17 @@ impl OrgSupervisor {
         match message {
             LiveMessage::Event(event) => self.deliver(event),
             LiveMessage::Gap => {
-                self.gap.store(true, Ordering::SeqCst);
+                self.flags.gap.store(true, Ordering::SeqCst);
                 self.fill_gap(None, ctx);
             }
             LiveMessage::DataLost => self.resync_all(),
+        }
+    }
+
+    /// A data-loss signal that found the inbox full is handled before anything else.
+    fn take_lost_flag(&mut self) {
+        if self.flags.lost.swap(false, Ordering::SeqCst) {
+            self.resync_all();
         }
     }
 
@@ -207,7 +214,7 @@ impl OrgSupervisor {
             return;
         }
         self.filling = true;
-        self.gap.store(false, Ordering::SeqCst);
+        self.flags.gap.store(false, Ordering::SeqCst);
         self.fill_page(ctx);
     }
 
@@ -237,7 +244,7 @@ impl OrgSupervisor {
             Err(error) => {
                 warn!(topic = %act.topic, %error, "gap fill failed; retrying on the next sweep");
                 act.filling = false;
-                act.gap.store(true, Ordering::SeqCst);
+                act.flags.gap.store(true, Ordering::SeqCst);
             }
         }));
     }
@@ -261,7 +268,8 @@ impl OrgSupervisor {
         for id in dead {
             self.sessions.remove(&id);
         }
-        if !self.filling && self.gap.load(Ordering::SeqCst) {
+        self.take_lost_flag();
+        if !self.filling && self.flags.gap.load(Ordering::SeqCst) {
             self.fill_gap(None, ctx);
         }
         self.check_idle(now, ctx);
@@ -323,7 +331,8 @@ impl Actor for OrgSupervisor {
 
 impl StreamHandler<LiveMessage> for OrgSupervisor {
     fn handle(&mut self, message: LiveMessage, ctx: &mut Self::Context) {
-        if self.filling || self.gap.load(Ordering::SeqCst) {
+        self.take_lost_flag();
+        if self.filling || self.flags.gap.load(Ordering::SeqCst) {
             self.fill_gap(Some(message), ctx);
         } else {
             self.on_live(message, ctx);

@@ -9,17 +9,21 @@
 //! - [`auth`]: JWT / API-key helpers.
 
 pub mod auth;
+pub mod backend;
 pub mod http;
 pub mod hub;
+pub mod redis;
 pub mod sse;
 pub mod sse_client;
 
 pub use auth::{jwt_for, make_jwt, now_unix, sha256_hex, write_api_keys_file};
+pub use backend::{Backend, BackendKind};
 pub use http::{
     client, error_code, get, get_json, header_str, metric_sum, metric_value, post_json, post_raw,
     request,
 };
 pub use hub::{TestHub, bin_path, free_port, run_cli, test_redis_url};
+pub use redis::{Resp, TestRedis};
 pub use sse::{SseEvent, SseItem, SseParser};
 pub use sse_client::{End, Received, SseClient};
 
