@@ -350,12 +350,19 @@ fn empty_object() -> Value {
 pub struct PublishRequest {
     /// Event type.
     pub event: String,
-    /// Producer data (`{}` when absent).
-    #[serde(default)]
+    /// Producer data (`{}` when absent; an explicit `null` stays `null`).
+    #[serde(default, deserialize_with = "present_value")]
     pub payload: Option<Value>,
     /// Producer-given idempotency id.
     #[serde(default)]
     pub id: Option<String>,
+}
+
+/// Marks a present field as `Some`, even when its value is `null`.
+fn present_value<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 impl PublishRequest {
@@ -651,6 +658,15 @@ mod tests {
         let expected = serde_json::to_vec(&stored.envelope).unwrap();
         assert_eq!(stored.json.as_ref(), expected.as_slice());
         assert!(!stored.json.contains(&b'\n'));
+    }
+
+    #[test]
+    fn explicit_null_payload_is_kept() {
+        let with_null: PublishRequest =
+            serde_json::from_str(r#"{"event":"a","payload":null}"#).unwrap();
+        assert_eq!(with_null.payload, Some(Value::Null));
+        let absent: PublishRequest = serde_json::from_str(r#"{"event":"a"}"#).unwrap();
+        assert_eq!(absent.payload, None);
     }
 
     #[test]

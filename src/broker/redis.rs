@@ -679,12 +679,14 @@ async fn run_pubsub(inner: Arc<Inner>, mut control: mpsc::Receiver<Control>, tim
         backoff = Duration::from_millis(100);
         if connected_before {
             inner.reconnects.fetch_add(1, Ordering::Relaxed);
-            inner.gap_fills_requested.fetch_add(1, Ordering::Relaxed);
             info!("redis pub/sub reconnected; supervisors fill gaps from the streams");
-            inner.broadcast(LiveMessage::Gap);
         } else {
             info!("redis pub/sub connected");
         }
+        // Also on the first connection: supervisors that started while Redis was down read
+        // the stream head before this subscription existed, and must read what they missed.
+        inner.gap_fills_requested.fetch_add(1, Ordering::Relaxed);
+        inner.broadcast(LiveMessage::Gap);
         connected_before = true;
         let mut watchdog = tokio::time::interval(CANARY_INTERVAL / 2);
         let reason = loop {

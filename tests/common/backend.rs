@@ -68,7 +68,7 @@ impl Backend {
     }
 }
 
-/// Generates one `#[tokio::test]` per backend for `async fn name(backend: Backend)`.
+/// Generates one `#[tokio::test]` per backend (memory and redis) for `async fn name(backend: Backend)`.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),+ $(,)?) => {
@@ -77,6 +77,12 @@ macro_rules! backend_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn memory() {
                     let backend = $crate::common::Backend::new($crate::common::BackendKind::Memory).await;
+                    super::$name(backend).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    let backend = $crate::common::Backend::new($crate::common::BackendKind::Redis).await;
                     super::$name(backend).await;
                 }
             }

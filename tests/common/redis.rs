@@ -92,7 +92,11 @@ impl TestRedis {
             .arg("--daemonize")
             .arg("no")
             .arg("--protected-mode")
-            .arg("no");
+            .arg("no")
+            // Redis 7 refuses DEBUG (e.g. `DEBUG SLEEP`, used to freeze the server from a
+            // test) unless enabled; "local" allows it on loopback connections only.
+            .arg("--enable-debug-command")
+            .arg("local");
         if self.persistent {
             cmd.arg("--appendonly")
                 .arg("yes")

@@ -1,0 +1,1176 @@
+//! Fault injection against the Redis backend (contract sections 2, 3, 7): pub/sub connections
+//! killed, the server frozen, restarted with and without persistence, down at start-up, and a
+//! publish burst. Every test publishes continuously with producer ids, retrying failures with
+//! the SAME id, and checks that every subscriber ends with exactly the accepted events, once,
+//! in cursor order — or, where Redis really lost the data, a `realtime.resync` at the point of
+//! loss with the events after it exact.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use common::{
+    Backend, BackendKind, End, Received, Resp, SseClient, SseEvent, SseItem, TestHub, TestRedis,
+    error_code, header_str, ms, secs, unique_org,
+};
+
+/// Upper bound for subscribers to catch up after recovery; never a speed expectation.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two published events.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(15);
+/// Pause before retrying a refused publish.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Settings that make fault detection quick enough for a test.
+const FAST: &[(&str, &str)] = &[
+    ("REALTIME_HEARTBEAT_SECONDS", "1"),
+    ("REALTIME_REDIS_TIMEOUT_MS", "500"),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// `<ms>-<seq>` as a comparable pair; panics on anything else.
+fn cursor_key(cursor: &str) -> (u64, u64) {
+    let parse = |s: &str| {
+        s.parse::<u64>()
+            .unwrap_or_else(|e| panic!("cursor {cursor:?} is not <ms>-<seq>: {e}"))
+    };
+    let (ms, seq) = cursor
+        .split_once('-')
+        .unwrap_or_else(|| panic!("cursor {cursor:?} is not <ms>-<seq>"));
+    (parse(ms), parse(seq))
+}
+
+fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {field:?} in {v}"))
+}
+
+async fn redis_backend(persistent: bool) -> Backend {
+    let redis = if persistent {
+        TestRedis::spawn_persistent().await
+    } else {
+        TestRedis::spawn().await
+    };
+    Backend {
+        kind: BackendKind::Redis,
+        redis: Some(redis),
+    }
+}
+
+fn redis_of(backend: &mut Backend) -> &mut TestRedis {
+    backend.redis.as_mut().expect("a Redis backend")
+}
+
+/// One event the hub acknowledged.
+#[derive(Debug, Clone)]
+struct Accepted {
+    id: String,
+    cursor: String,
+    status: u16,
+    /// Refused attempts (503 or transport error) with this id before it was accepted.
+    failures: u32,
+}
+
+/// Everything a publisher saw.
+#[derive(Debug, Default)]
+struct PublishLog {
+    accepted: Vec<Accepted>,
+    /// 503 answers (all must be `backend_unavailable` with `Retry-After`).
+    unavailable: usize,
+    /// Requests that failed at the transport level (timeout, reset).
+    transport_errors: usize,
+}
+
+/// A task publishing single events with fresh ids until stopped; a refused event is retried
+/// with the same id until accepted, so an event that was stored although its answer was lost
+/// comes back as a 200 duplicate instead of a second copy.
+struct Publisher {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<PublishLog>>,
+    task: JoinHandle<()>,
+}
+
+impl Publisher {
+    fn start(hub: &TestHub, org: &str) -> Publisher {
+        let url = hub.url(&format!("/v1/orgs/{org}/events"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(PublishLog::default()));
+        let task = tokio::spawn(publish_loop(url, stop.clone(), log.clone()));
+        Publisher { stop, log, task }
+    }
+
+    fn accepted_count(&self) -> usize {
+        self.log.lock().unwrap().accepted.len()
+    }
+
+    fn unavailable_count(&self) -> usize {
+        self.log.lock().unwrap().unavailable
+    }
+
+    /// Waits until `n` more events are accepted (the publisher makes progress again).
+    async fn wait_accepted_more(&self, n: usize, timeout: Duration) {
+        let start = self.accepted_count();
+        let deadline = Instant::now() + timeout;
+        while self.accepted_count() < start + n {
+            assert!(
+                !self.task.is_finished(),
+                "publisher stopped (panicked?) while waiting for progress"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "publisher got no {n} more events accepted within {timeout:?} (log: {:?})",
+                self.log.lock().unwrap().accepted.last()
+            );
+            tokio::time::sleep(ms(20)).await;
+        }
+    }
+
+    /// Waits until at least one publish was refused with 503.
+    async fn wait_refused(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.unavailable_count() == 0 {
+            assert!(!self.task.is_finished(), "publisher stopped (panicked?)");
+            assert!(
+                Instant::now() < deadline,
+                "no publish was refused with 503 within {timeout:?}"
+            );
+            tokio::time::sleep(ms(20)).await;
+        }
+    }
+
+    /// Stops after the event in flight is accepted; returns the log.
+    async fn finish(self) -> PublishLog {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("publisher task panicked");
+        let log = std::mem::take(&mut *self.log.lock().unwrap());
+        assert!(!log.accepted.is_empty(), "nothing was accepted");
+        let mut ids = HashSet::new();
+        for pair in log.accepted.windows(2) {
+            assert!(
+                cursor_key(&pair[0].cursor) < cursor_key(&pair[1].cursor),
+                "a sequential publisher got non-increasing cursors: {pair:?}"
+            );
+        }
+        for a in &log.accepted {
+            assert!(ids.insert(a.id.clone()), "id accepted twice: {a:?}");
+        }
+        log
+    }
+}
+
+/// POSTs with a bounded wait; `Err` on transport failure (the hub may be stuck on Redis).
+async fn try_post(
+    url: &str,
+    body: &Value,
+) -> Result<(u16, Value, reqwest::header::HeaderMap), String> {
+    let resp = common::client()
+        .post(url)
+        .json(body)
+        .timeout(secs(15))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers,
+    ))
+}
+
+/// Asserts a refused publish is the contract's 503: `backend_unavailable` with `Retry-After`.
+fn assert_unavailable(body: &Value, headers: &reqwest::header::HeaderMap) {
+    assert_eq!(error_code(body), "backend_unavailable", "503 body: {body}");
+    let retry_after = header_str(headers, "retry-after")
+        .unwrap_or_else(|| panic!("503 without Retry-After: {body}"));
+    assert!(
+        retry_after.trim().parse::<u64>().is_ok(),
+        "Retry-After is not delay-seconds: {retry_after:?}"
+    );
+}
+
+async fn publish_loop(url: String, stop: Arc<AtomicBool>, log: Arc<Mutex<PublishLog>>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let id = format!("evt_{n}");
+        let body = json!({"id": id, "event": "fault.tick", "payload": {"n": n}});
+        let mut failures = 0u32;
+        let first_try = Instant::now();
+        loop {
+            // The stop flag is ignored here on purpose: an id given up on might still be
+            // stored, and then subscribers would rightly deliver an event nobody recorded.
+            assert!(
+                first_try.elapsed() < Duration::from_secs(40),
+                "event {id} still not accepted after 40 s ({failures} attempts)"
+            );
+            match try_post(&url, &body).await {
+                Ok((status @ (200 | 202), resp, _)) => {
+                    assert_eq!(str_field(&resp, "id"), id, "answer for {id}: {resp}");
+                    let cursor = str_field(&resp, "cursor").to_string();
+                    cursor_key(&cursor);
+                    log.lock().unwrap().accepted.push(Accepted {
+                        id: id.clone(),
+                        cursor,
+                        status,
+                        failures,
+                    });
+                    break;
+                }
+                Ok((503, resp, headers)) => {
+                    assert_unavailable(&resp, &headers);
+                    log.lock().unwrap().unavailable += 1;
+                }
+                Ok((status, resp, _)) => panic!("publishing {id}: unexpected {status}: {resp}"),
+                Err(_) => log.lock().unwrap().transport_errors += 1,
+            }
+            failures += 1;
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+        tokio::time::sleep(PUBLISH_INTERVAL).await;
+    }
+}
+
+/// A live SSE subscriber read by a background task; every item is kept with its arrival time.
+struct Subscriber {
+    label: String,
+    items: Arc<Mutex<Vec<(Instant, Received)>>>,
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Subscriber {
+    /// Opens the org stream and waits for `realtime.connected`, so everything published
+    /// afterwards must reach it.
+    async fn connect(hub: &TestHub, org: &str, label: &str) -> Subscriber {
+        let client = SseClient::connect_ok(&hub.url(&format!("/v1/orgs/{org}/stream")), &[]).await;
+        let sub = Subscriber::spawn(client, label);
+        sub.wait_for(|ev| ev.event == "realtime.connected", secs(15))
+            .await;
+        sub
+    }
+
+    fn spawn(mut client: SseClient, label: &str) -> Subscriber {
+        let items = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (items2, stop2) = (items.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !stop2.load(Ordering::SeqCst) {
+                match client.next_item(ms(100)).await {
+                    None => continue,
+                    Some(r) => {
+                        let end = matches!(r, Received::Ended(_));
+                        items2.lock().unwrap().push((Instant::now(), r));
+                        if end {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Subscriber {
+            label: label.to_string(),
+            items,
+            stop,
+            task,
+        }
+    }
+
+    fn events(&self) -> Vec<SseEvent> {
+        self.items
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Received::Item(SseItem::Event(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ended(&self) -> Option<End> {
+        self.items
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|(_, r)| match r {
+                Received::Ended(e) => Some(e.clone()),
+                _ => None,
+            })
+    }
+
+    fn has(&self, pred: &mut impl FnMut(&SseEvent) -> bool) -> bool {
+        self.items.lock().unwrap().iter().any(|(_, r)| match r {
+            Received::Item(SseItem::Event(e)) => pred(e),
+            _ => false,
+        })
+    }
+
+    async fn wait_for(&self, mut pred: impl FnMut(&SseEvent) -> bool, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.has(&mut pred) {
+            if let Some(end) = self.ended() {
+                panic!(
+                    "{}: stream ended ({end:?}) while waiting; events: {:?}",
+                    self.label,
+                    summarize(&self.events())
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{}: awaited event not seen within {timeout:?}; events: {:?}",
+                    self.label,
+                    summarize(&self.events())
+                );
+            }
+            tokio::time::sleep(ms(20)).await;
+        }
+    }
+
+    /// Waits until the event with this cursor arrived (events come in cursor order, so
+    /// everything before it has arrived too), then stops reading.
+    async fn finish_at(self, last_cursor: &str) -> Finished {
+        self.wait_for(
+            |ev| ev.last_event_id == last_cursor && ev.had_id_field,
+            CATCH_UP_TIMEOUT,
+        )
+        .await;
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("subscriber task panicked");
+        let items = std::mem::take(&mut *self.items.lock().unwrap());
+        Finished {
+            label: self.label,
+            items,
+        }
+    }
+}
+
+/// Compact view of events for failure messages.
+fn summarize(events: &[SseEvent]) -> Vec<String> {
+    let mut out: Vec<String> = events
+        .iter()
+        .map(|e| {
+            if e.had_id_field {
+                let id = serde_json::from_str::<Value>(&e.data)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_string))
+                    .unwrap_or_default();
+                format!("{id}@{}", e.last_event_id)
+            } else {
+                format!("{}:{}", e.event, e.data)
+            }
+        })
+        .collect();
+    if out.len() > 60 {
+        let tail = out.split_off(out.len() - 30);
+        out.truncate(30);
+        out.push("...".into());
+        out.extend(tail);
+    }
+    out
+}
+
+/// A subscriber's complete recording.
+struct Finished {
+    label: String,
+    items: Vec<(Instant, Received)>,
+}
+
+/// One delivered data event.
+#[derive(Debug, Clone, PartialEq)]
+struct Delivered {
+    id: String,
+    cursor: String,
+}
+
+/// A subscriber's stream split at `realtime.resync` control events.
+struct Parsed {
+    /// Data events before the first resync (or all of them).
+    before: Vec<Delivered>,
+    /// `(resync data, data events after it)` for every resync.
+    resyncs: Vec<(Value, Vec<Delivered>)>,
+}
+
+impl Finished {
+    fn events(&self) -> Vec<SseEvent> {
+        self.items
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Received::Item(SseItem::Event(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Checks the frame shapes and splits the stream at resyncs.
+    fn parse(&self, org: &str) -> Parsed {
+        let label = &self.label;
+        assert!(
+            matches!(
+                self.items.first(),
+                Some((_, Received::Item(SseItem::Retry(_))))
+            ),
+            "{label}: the stream must start with retry:"
+        );
+        for (_, r) in &self.items {
+            assert!(
+                !matches!(r, Received::Ended(_)),
+                "{label}: the stream ended during the fault: {r:?}; events {:?}",
+                summarize(&self.events())
+            );
+        }
+        let events = self.events();
+        assert_eq!(
+            events.first().map(|e| e.event.as_str()),
+            Some("realtime.connected"),
+            "{label}: first event; events {:?}",
+            summarize(&events)
+        );
+        let connected = events[0].json();
+        assert_eq!(connected["backend"], "redis", "{label}: {connected}");
+        let mut parsed = Parsed {
+            before: Vec::new(),
+            resyncs: Vec::new(),
+        };
+        for ev in &events[1..] {
+            match ev.event.as_str() {
+                "realtime.resync" => {
+                    assert!(!ev.had_id_field, "{label}: resync with an id: line: {ev:?}");
+                    parsed.resyncs.push((ev.json(), Vec::new()));
+                }
+                "realtime.connected" => panic!("{label}: a second realtime.connected: {ev:?}"),
+                _ => {
+                    assert!(ev.had_id_field, "{label}: event without id: line: {ev:?}");
+                    let env = ev.json();
+                    assert_eq!(str_field(&env, "org_id"), org, "{label}: {env}");
+                    assert_eq!(str_field(&env, "event"), ev.event, "{label}: {env}");
+                    assert_eq!(
+                        str_field(&env, "cursor"),
+                        ev.last_event_id,
+                        "{label}: id: line vs cursor: {env}"
+                    );
+                    let d = Delivered {
+                        id: str_field(&env, "id").to_string(),
+                        cursor: ev.last_event_id.clone(),
+                    };
+                    match parsed.resyncs.last_mut() {
+                        Some((_, after)) => after.push(d),
+                        None => parsed.before.push(d),
+                    }
+                }
+            }
+        }
+        parsed
+    }
+
+    /// Heartbeat comments that arrived within `[from, to]`.
+    fn heartbeats_between(&self, from: Instant, to: Instant) -> usize {
+        self.items
+            .iter()
+            .filter(|(t, r)| {
+                *t >= from
+                    && *t <= to
+                    && matches!(r, Received::Item(SseItem::Comment(c)) if c == "heartbeat")
+            })
+            .count()
+    }
+}
+
+/// Asserts `got` is exactly `want` (same ids, same cursors, same order), explaining the first
+/// difference: missing, duplicated and unexpected ids, and where the sequences part.
+fn assert_exact(label: &str, got: &[Delivered], want: &[Delivered]) {
+    for pair in got.windows(2) {
+        assert!(
+            cursor_key(&pair[0].cursor) < cursor_key(&pair[1].cursor),
+            "{label}: cursors not strictly increasing: {pair:?}"
+        );
+    }
+    if got == want {
+        return;
+    }
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for d in got {
+        *counts.entry(d.id.as_str()).or_default() += 1;
+    }
+    let dups: Vec<&str> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    let want_ids: HashSet<&str> = want.iter().map(|d| d.id.as_str()).collect();
+    let missing: Vec<&str> = want
+        .iter()
+        .map(|d| d.id.as_str())
+        .filter(|id| !counts.contains_key(id))
+        .collect();
+    let extra: Vec<&str> = got
+        .iter()
+        .map(|d| d.id.as_str())
+        .filter(|id| !want_ids.contains(id))
+        .collect();
+    let first_diff = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{label}: delivered sequence differs from the accepted one ({} delivered, {} expected); \
+         missing {missing:?}; duplicated {dups:?}; unexpected {extra:?}; first difference at \
+         {first_diff}: got {:?}, want {:?}",
+        got.len(),
+        want.len(),
+        got.get(first_diff),
+        want.get(first_diff)
+    );
+}
+
+fn delivered(accepted: &[Accepted]) -> Vec<Delivered> {
+    accepted
+        .iter()
+        .map(|a| Delivered {
+            id: a.id.clone(),
+            cursor: a.cursor.clone(),
+        })
+        .collect()
+}
+
+/// Every subscriber got exactly the accepted events, once, in order, with no resync.
+async fn assert_all_exact(subs: Vec<Subscriber>, org: &str, log: &PublishLog) -> Vec<Finished> {
+    let want = delivered(&log.accepted);
+    let last = &want.last().expect("accepted events").cursor;
+    let mut finished = Vec::new();
+    for sub in subs {
+        let f = sub.finish_at(last).await;
+        let parsed = f.parse(org);
+        assert!(
+            parsed.resyncs.is_empty(),
+            "{}: unexpected realtime.resync {:?} (no data was lost)",
+            f.label,
+            parsed.resyncs.iter().map(|(v, _)| v).collect::<Vec<_>>()
+        );
+        assert_exact(&f.label, &parsed.before, &want);
+        finished.push(f);
+    }
+    finished
+}
+
+async fn subscribers(hubs: &[&TestHub], org: &str, per_hub: usize) -> Vec<Subscriber> {
+    let mut subs = Vec::new();
+    for (h, hub) in hubs.iter().enumerate() {
+        for i in 0..per_hub {
+            subs.push(Subscriber::connect(hub, org, &format!("hub{h}/sub{i}")).await);
+        }
+    }
+    subs
+}
+
+/// Polls `/readyz` in the background, recording `(time, status, body)`.
+struct ReadyzWatch {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Vec<(Instant, u16, Value)>>,
+}
+
+impl ReadyzWatch {
+    fn start(hub: &TestHub) -> ReadyzWatch {
+        let url = hub.url("/readyz");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                let resp = common::client().get(&url).timeout(secs(5)).send().await;
+                if let Ok(r) = resp {
+                    let status = r.status().as_u16();
+                    let body = r.bytes().await.unwrap_or_default();
+                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    seen.push((Instant::now(), status, body));
+                }
+                tokio::time::sleep(ms(100)).await;
+            }
+            seen
+        });
+        ReadyzWatch { stop, task }
+    }
+
+    async fn finish(self) -> Vec<(Instant, u16, Value)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("readyz watcher panicked")
+    }
+}
+
+/// A readyz 503 must explain itself with a JSON reason.
+fn assert_unready_body(body: &Value) {
+    let reason = body["reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("/readyz 503 without a JSON reason: {body}"));
+    assert!(
+        !reason.is_empty(),
+        "/readyz 503 with an empty reason: {body}"
+    );
+}
+
+/// Sends a command on its own connection and reads the reply in the background, so a
+/// command that blocks the server (`DEBUG SLEEP`) does not block the test.
+fn send_raw(port: u16, args: &[&str]) -> JoinHandle<String> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+    tokio::spawn(async move {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to redis");
+        stream.write_all(&out).await.expect("write to redis");
+        let mut reply = vec![0u8; 256];
+        let n = tokio::time::timeout(secs(20), stream.read(&mut reply))
+            .await
+            .expect("redis reply within 20 s")
+            .expect("read from redis");
+        String::from_utf8_lossy(&reply[..n]).into_owned()
+    })
+}
+
+/// Envelope ids in a Redis stream, oldest first, read straight from Redis.
+async fn stream_ids(redis: &TestRedis, org: &str) -> Vec<Delivered> {
+    let key = format!("dashclaw:org:{org}:stream");
+    let Resp::Array(Some(entries)) = redis.cmd(&["XRANGE", &key, "-", "+"]).await else {
+        panic!("XRANGE {key}: not an array");
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let Resp::Array(Some(parts)) = entry else {
+                panic!("XRANGE entry {entry:?}");
+            };
+            let cursor = parts[0].text().expect("entry id");
+            let Resp::Array(Some(fields)) = &parts[1] else {
+                panic!("XRANGE fields {entry:?}");
+            };
+            let data_at = fields
+                .iter()
+                .position(|f| f.text().as_deref() == Some("data"))
+                .expect("data field");
+            let env: Value =
+                serde_json::from_str(&fields[data_at + 1].text().expect("data")).expect("json");
+            Delivered {
+                id: str_field(&env, "id").to_string(),
+                cursor,
+            }
+        })
+        .collect()
+}
+
+/// Number of pub/sub clients connected to Redis.
+async fn pubsub_clients(redis: &TestRedis) -> usize {
+    match redis.try_cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]).await {
+        Ok(r) => r
+            .text()
+            .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_pubsub_clients(redis: &TestRedis, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = pubsub_clients(redis).await;
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {got} of {n} hub pub/sub connections within {timeout:?}"
+        );
+        tokio::time::sleep(ms(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Pub/sub connections killed
+// ---------------------------------------------------------------------------------------------
+
+/// Killing the hubs' pub/sub connections loses the live messages published until they
+/// resubscribe; each supervisor must fill that gap from the stream, without duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_connection_killed() {
+    let backend = redis_backend(false).await;
+    let (a, b) = (backend.hub(FAST).await, backend.hub(FAST).await);
+    let org = unique_org("pubsub_kill");
+    let redis = backend.redis.as_ref().unwrap();
+    wait_pubsub_clients(redis, 2, secs(10)).await;
+    let subs = subscribers(&[&a, &b], &org, 2).await;
+    let publisher = Publisher::start(&a, &org);
+    publisher.wait_accepted_more(20, secs(10)).await;
+
+    for round in 0..2 {
+        let killed = redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+        assert!(
+            matches!(killed, Resp::Int(n) if n >= 2),
+            "round {round}: CLIENT KILL TYPE pubsub killed {killed:?}, expected both hubs"
+        );
+        // Both hubs resubscribe (the observable sign of the reconnect), then publishing
+        // goes on so gap fill and live delivery overlap.
+        wait_pubsub_clients(redis, 2, secs(10)).await;
+        publisher.wait_accepted_more(30, secs(10)).await;
+    }
+    assert!(
+        a.wait_ready(secs(10)).await,
+        "hub a not ready after the kills"
+    );
+    assert!(
+        b.wait_ready(secs(10)).await,
+        "hub b not ready after the kills"
+    );
+
+    let log = publisher.finish().await;
+    assert_all_exact(subs, &org, &log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Server silent (connections stay open)
+// ---------------------------------------------------------------------------------------------
+
+/// How the server is made silent for ~5 s without closing any connection.
+enum Freeze {
+    /// SIGSTOP / SIGCONT.
+    Signal,
+    /// `DEBUG SLEEP 5` (the server blocks in one command).
+    DebugSleep,
+}
+
+/// A silent server must be noticed (readyz 503 with a reason; publishes refused with 503),
+/// SSE clients stay connected and get heartbeats, and afterwards every accepted event
+/// arrives exactly once, in order.
+async fn silent_server(freeze: Freeze) {
+    let backend = redis_backend(false).await;
+    let (a, b) = (backend.hub(FAST).await, backend.hub(FAST).await);
+    let org = unique_org("silent");
+    let redis = backend.redis.as_ref().unwrap();
+    assert!(a.wait_ready(secs(10)).await, "hub a never ready");
+    let subs = subscribers(&[&a, &b], &org, 2).await;
+    let publisher = Publisher::start(&a, &org);
+    publisher.wait_accepted_more(20, secs(10)).await;
+    let watch = ReadyzWatch::start(&a);
+
+    let frozen_at = Instant::now();
+    let sleeper = match freeze {
+        Freeze::Signal => {
+            redis.pause(true);
+            tokio::time::sleep(secs(5)).await;
+            redis.pause(false);
+            None
+        }
+        Freeze::DebugSleep => {
+            let reply = send_raw(redis.port(), &["DEBUG", "SLEEP", "5"]);
+            // The reply arrives when the server wakes up again.
+            Some(reply)
+        }
+    };
+    if let Some(reply) = sleeper {
+        let reply = reply.await.expect("DEBUG SLEEP task");
+        assert!(reply.starts_with("+OK"), "DEBUG SLEEP 5 answered {reply:?}");
+    }
+    let thawed_at = Instant::now();
+    assert!(
+        publisher.unavailable_count() > 0,
+        "no publish was refused with 503 while Redis was frozen"
+    );
+
+    assert!(
+        a.wait_ready(secs(15)).await,
+        "hub a not ready again after the freeze; log:\n{}",
+        a.log_text()
+    );
+    publisher.wait_accepted_more(40, secs(15)).await;
+    let readyz = watch.finish().await;
+    let unready: Vec<&(Instant, u16, Value)> = readyz
+        .iter()
+        .filter(|(t, s, _)| *s == 503 && *t >= frozen_at)
+        .collect();
+    assert!(
+        !unready.is_empty(),
+        "/readyz never said 503 while Redis was frozen: {:?}",
+        readyz.iter().map(|(_, s, _)| s).collect::<Vec<_>>()
+    );
+    for (_, _, body) in &unready {
+        assert_unready_body(body);
+    }
+    let reasons: HashSet<&str> = unready
+        .iter()
+        .filter_map(|(_, _, b)| b["reason"].as_str())
+        .collect();
+    eprintln!("readyz reasons while frozen: {reasons:?}");
+    // The frozen server never closes the pub/sub socket: only the canary can reveal that it
+    // went silent, and readyz must then blame the pub/sub side, not just slow commands.
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("pub/sub") || r.contains("canary")),
+        "readyz never reported the silent pub/sub connection: {reasons:?}"
+    );
+    assert_eq!(
+        readyz.last().map(|(_, s, _)| *s),
+        Some(200),
+        "readyz after recovery"
+    );
+
+    let log = publisher.finish().await;
+    eprintln!(
+        "publisher: {} accepted, {} refused with 503, {} transport errors, {} accepted as 200 duplicates",
+        log.accepted.len(),
+        log.unavailable,
+        log.transport_errors,
+        log.accepted.iter().filter(|a| a.status == 200).count()
+    );
+    let finished = assert_all_exact(subs, &org, &log).await;
+    for f in &finished {
+        assert!(
+            f.heartbeats_between(frozen_at, thawed_at) > 0,
+            "{}: no heartbeat comment while Redis was frozen",
+            f.label
+        );
+    }
+    let canary_noticed = a.log_text().contains("canary") || b.log_text().contains("canary");
+    eprintln!("hub logs mention the canary: {canary_noticed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_silent_detected_by_canary() {
+    silent_server(Freeze::Signal).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_silent_debug_sleep() {
+    silent_server(Freeze::DebugSleep).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Restart with persistence
+// ---------------------------------------------------------------------------------------------
+
+/// A Redis restart that keeps its data (AOF, fsync always) costs no event and no resync:
+/// the hubs reconnect and fill the gap from the persisted stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_with_persistence() {
+    let mut backend = redis_backend(true).await;
+    let (a, b) = (backend.hub(FAST).await, backend.hub(FAST).await);
+    let org = unique_org("restart_aof");
+    assert!(a.wait_ready(secs(10)).await && b.wait_ready(secs(10)).await);
+    let subs = subscribers(&[&a, &b], &org, 2).await;
+    let publisher = Publisher::start(&a, &org);
+    publisher.wait_accepted_more(20, secs(10)).await;
+
+    redis_of(&mut backend).restart().await;
+    publisher.wait_accepted_more(40, secs(20)).await;
+    assert!(
+        a.wait_ready(secs(15)).await && b.wait_ready(secs(15)).await,
+        "hubs not ready after the restart"
+    );
+    publisher.wait_accepted_more(20, secs(10)).await;
+
+    let log = publisher.finish().await;
+    eprintln!(
+        "publisher: {} accepted, {} refused, {} transport errors",
+        log.accepted.len(),
+        log.unavailable,
+        log.transport_errors
+    );
+    assert_all_exact(subs, &org, &log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Restart without persistence (data lost)
+// ---------------------------------------------------------------------------------------------
+
+/// A Redis that comes back empty: clients get everything accepted before the loss, then one
+/// `realtime.resync` (reason "unknown"), then exactly the events of the new data set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_without_persistence() {
+    let mut backend = redis_backend(false).await;
+    let (a, b) = (backend.hub(FAST).await, backend.hub(FAST).await);
+    let org = unique_org("restart_empty");
+    assert!(a.wait_ready(secs(10)).await && b.wait_ready(secs(10)).await);
+    let subs = subscribers(&[&a, &b], &org, 2).await;
+    let publisher = Publisher::start(&a, &org);
+    publisher.wait_accepted_more(30, secs(10)).await;
+
+    redis_of(&mut backend).kill();
+    publisher.wait_refused(secs(10)).await;
+    let (status, body, _) = common::get_json(&a.url("/readyz"), &[]).await;
+    assert_eq!(status, 503, "readyz while Redis is down: {body}");
+    assert_unready_body(&body);
+    redis_of(&mut backend).start_again().await;
+    assert!(
+        a.wait_ready(secs(15)).await && b.wait_ready(secs(15)).await,
+        "hubs not ready after Redis came back"
+    );
+    publisher.wait_accepted_more(40, secs(15)).await;
+    let log = publisher.finish().await;
+
+    let fresh = stream_ids(backend.redis.as_ref().unwrap(), &org).await;
+    let fresh_ids: HashSet<&str> = fresh.iter().map(|d| d.id.as_str()).collect();
+    let accepted_ids: HashSet<&str> = log.accepted.iter().map(|a| a.id.as_str()).collect();
+    for d in &fresh {
+        assert!(
+            accepted_ids.contains(d.id.as_str()),
+            "the new stream holds {d:?}, which the publisher never had accepted"
+        );
+    }
+    // Acceptance order must be: events of the lost data set, then those of the new one.
+    let first_fresh = log
+        .accepted
+        .iter()
+        .position(|a| fresh_ids.contains(a.id.as_str()))
+        .expect("events accepted after the restart");
+    assert!(
+        log.accepted[first_fresh..]
+            .iter()
+            .all(|a| fresh_ids.contains(a.id.as_str())),
+        "an event accepted after the restart is not in the new stream"
+    );
+    let lost = &log.accepted[..first_fresh];
+    assert!(!lost.is_empty(), "nothing was accepted before the restart");
+    let want_after: Vec<Delivered> = fresh.clone();
+    assert_eq!(
+        delivered(&log.accepted[first_fresh..]),
+        want_after,
+        "the new stream vs events accepted after the restart"
+    );
+
+    let last = &log.accepted.last().unwrap().cursor;
+    for sub in subs {
+        let f = sub.finish_at(last).await;
+        let parsed = f.parse(&org);
+        let label = &f.label;
+        assert_eq!(
+            parsed.resyncs.len(),
+            1,
+            "{label}: expected exactly one realtime.resync; events {:?}",
+            summarize(&f.events())
+        );
+        let (resync, after) = &parsed.resyncs[0];
+        assert_eq!(resync["reason"], "unknown", "{label}: {resync}");
+        if let Some(last_before) = parsed.before.last() {
+            assert_eq!(
+                resync["last_event_id"], last_before.cursor,
+                "{label}: resync should name the last cursor delivered before the loss"
+            );
+        }
+        assert_exact(&format!("{label} after resync"), after, &want_after);
+
+        // Before the loss: the lost data set's events in order, none of the new ones; an
+        // event stored but acknowledged only by the new server may appear on both sides.
+        let before = &parsed.before;
+        for pair in before.windows(2) {
+            assert!(
+                cursor_key(&pair[0].cursor) < cursor_key(&pair[1].cursor),
+                "{label}: cursors not increasing before the resync: {pair:?}"
+            );
+        }
+        let lost_by_id: HashMap<&str, &Accepted> =
+            lost.iter().map(|a| (a.id.as_str(), a)).collect();
+        let retried_into_new: HashMap<&str, &Accepted> = log.accepted[first_fresh..]
+            .iter()
+            .filter(|a| a.failures > 0)
+            .map(|a| (a.id.as_str(), a))
+            .collect();
+        let mut expected_before: Vec<&str> = Vec::new();
+        for d in before {
+            if let Some(a) = lost_by_id.get(d.id.as_str()) {
+                assert_eq!(
+                    a.cursor, d.cursor,
+                    "{label}: cursor of {} before resync",
+                    d.id
+                );
+                expected_before.push(d.id.as_str());
+            } else if retried_into_new.contains_key(d.id.as_str()) {
+                eprintln!(
+                    "NOTE {label}: {} was stored by the old server, its answer lost, and stored \
+                     again after the restart: delivered once before and once after the resync",
+                    d.id
+                );
+            } else {
+                panic!("{label}: unexpected event before the resync: {d:?}");
+            }
+        }
+        let lost_ids: Vec<&str> = lost.iter().map(|a| a.id.as_str()).collect();
+        // What reached the client must be the lost data set in order, possibly short of a
+        // tail acknowledged in the instant before the kill (its pub/sub message may die with
+        // the server's buffers).
+        assert!(
+            lost_ids.starts_with(&expected_before),
+            "{label}: events before the resync {expected_before:?} are not a prefix of those \
+             accepted before the restart {lost_ids:?}"
+        );
+        if expected_before.len() < lost_ids.len() {
+            eprintln!(
+                "NOTE {label}: accepted before the restart but never delivered: {:?}",
+                &lost_ids[expected_before.len()..]
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Redis down at start-up
+// ---------------------------------------------------------------------------------------------
+
+/// The hub starts without Redis: it serves (healthz 200) but is not ready, refuses publishes
+/// with 503 + Retry-After, and holds an SSE client open; once Redis starts, it becomes ready
+/// and the waiting client gets `realtime.connected` and then every event accepted after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_at_start() {
+    down_at_start().await;
+}
+
+async fn down_at_start() {
+    let mut backend = redis_backend(false).await;
+    redis_of(&mut backend).kill();
+    let hub = backend.hub(FAST).await;
+    let org = unique_org("down_at_start");
+
+    let (status, body, _) = common::get_json(&hub.url("/readyz"), &[]).await;
+    assert_eq!(status, 503, "readyz without Redis: {body}");
+    assert_unready_body(&body);
+    let probe = json!({"id": "evt_probe", "event": "fault.probe"});
+    let (status, body, headers) = try_post(&hub.url(&format!("/v1/orgs/{org}/events")), &probe)
+        .await
+        .expect("publish answered");
+    assert_eq!(status, 503, "publish without Redis: {body}");
+    assert_unavailable(&body, &headers);
+
+    let client = SseClient::connect_ok(&hub.url(&format!("/v1/orgs/{org}/stream")), &[]).await;
+    let waiting = Subscriber::spawn(client, "waiting");
+    let publisher = Publisher::start(&hub, &org);
+    publisher.wait_refused(secs(10)).await;
+    // Give the client time to receive anything it wrongly might while Redis is down.
+    tokio::time::sleep(ms(1500)).await;
+    let early = waiting.events();
+    assert!(
+        early.iter().all(|e| e.event.starts_with("realtime.")),
+        "data events before Redis is up: {:?}",
+        summarize(&early)
+    );
+    assert_eq!(waiting.ended(), None, "the waiting stream ended");
+
+    redis_of(&mut backend).start_again().await;
+    assert!(
+        hub.wait_ready(secs(10)).await,
+        "hub not ready within 10 s of Redis starting; log:\n{}",
+        hub.log_text()
+    );
+    waiting
+        .wait_for(|e| e.event == "realtime.connected", secs(15))
+        .await;
+    let late = Subscriber::connect(&hub, &org, "late").await;
+    publisher.wait_accepted_more(40, secs(15)).await;
+    let log = publisher.finish().await;
+    assert_eq!(
+        log.accepted.first().map(|a| a.failures > 0),
+        Some(true),
+        "the first event must have been refused while Redis was down"
+    );
+
+    let last = log.accepted.last().unwrap().cursor.clone();
+    let f = waiting.finish_at(&last).await;
+    let events = f.events();
+    let connected = events
+        .iter()
+        .find(|e| e.event == "realtime.connected")
+        .unwrap()
+        .json();
+    let parsed = f.parse(&org);
+    assert!(parsed.resyncs.is_empty(), "waiting: unexpected resync");
+    // Events accepted before the client's position (the connected cursor) were published
+    // before it joined; everything after that position must arrive, exactly.
+    let from = connected["cursor"].as_str().map(cursor_key);
+    let want: Vec<Delivered> = delivered(&log.accepted)
+        .into_iter()
+        .filter(|d| from.is_none_or(|c| cursor_key(&d.cursor) > c))
+        .collect();
+    assert!(
+        !want.is_empty(),
+        "nothing published after the client joined"
+    );
+    assert_exact("waiting", &parsed.before, &want);
+
+    let f = late.finish_at(&last).await;
+    let parsed = f.parse(&org);
+    assert!(parsed.resyncs.is_empty(), "late: unexpected resync");
+    let first = parsed.before.first().expect("late client got events");
+    let at = log
+        .accepted
+        .iter()
+        .position(|a| a.id == first.id)
+        .expect("late client's first event was accepted");
+    assert_exact("late", &parsed.before, &delivered(&log.accepted[at..]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Burst
+// ---------------------------------------------------------------------------------------------
+
+/// A fast burst of batches: whatever live messages a supervisor's bounded inbox has to drop
+/// are filled from the stream, so every client still gets every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_supervisor_inbox_overflow_fills_gap() {
+    let backend = redis_backend(false).await;
+    let env: Vec<(&str, &str)> = FAST
+        .iter()
+        .copied()
+        .chain([("REALTIME_SESSION_QUEUE_BYTES", "33554432")])
+        .collect();
+    let (a, b) = (backend.hub(&env).await, backend.hub(&env).await);
+    let org = unique_org("burst");
+    assert!(a.wait_ready(secs(10)).await && b.wait_ready(secs(10)).await);
+    let subs = subscribers(&[&a, &b], &org, 2).await;
+
+    let url = a.url(&format!("/v1/orgs/{org}/events"));
+    let mut accepted = Vec::new();
+    for batch in 0..10u64 {
+        let items: Vec<Value> = (0..500u64)
+            .map(|i| {
+                let n = batch * 500 + i;
+                json!({"id": format!("evt_{n}"), "event": "fault.burst", "payload": {"n": n}})
+            })
+            .collect();
+        let (status, resp, _) = try_post(&url, &Value::Array(items.clone()))
+            .await
+            .expect("burst publish");
+        assert_eq!(status, 202, "batch {batch}: {resp}");
+        let out = resp.as_array().expect("batch answer array");
+        assert_eq!(out.len(), items.len());
+        for (item, env) in items.iter().zip(out) {
+            assert_eq!(env["id"], item["id"]);
+            accepted.push(Accepted {
+                id: str_field(env, "id").to_string(),
+                cursor: str_field(env, "cursor").to_string(),
+                status,
+                failures: 0,
+            });
+        }
+    }
+    let log = PublishLog {
+        accepted,
+        ..PublishLog::default()
+    };
+    for pair in log.accepted.windows(2) {
+        assert!(cursor_key(&pair[0].cursor) < cursor_key(&pair[1].cursor));
+    }
+    assert_all_exact(subs, &org, &log).await;
+}
