@@ -36,6 +36,20 @@ pub enum LogFormat {
     Json,
 }
 
+fn enum_setting<T: ValueEnum + Clone + Send + Sync + 'static>(
+    env: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone {
+    move |raw| {
+        T::from_str(raw.trim(), true).map_err(|_| {
+            let allowed: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_owned()))
+                .collect();
+            format!("{env} must be one of {}, got {raw:?}", allowed.join(", "))
+        })
+    }
+}
+
 fn positive_u64(env: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clone {
     move |raw| match raw.trim().parse::<u64>() {
         Ok(v) if v > 0 => Ok(v),
@@ -104,7 +118,7 @@ fn redis_url(raw: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// `memory` or `redis`; flipping back to `memory` is the rollback.
-    #[arg(long, env = "REALTIME_BACKEND", value_enum, default_value = "memory")]
+    #[arg(long, env = "REALTIME_BACKEND", default_value = "memory", value_parser = enum_setting::<BackendKind>("REALTIME_BACKEND"))]
     pub backend: BackendKind,
     /// Redis URL, required when the backend is `redis`.
     #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
@@ -165,7 +179,7 @@ pub struct Settings {
           value_parser = positive_u64("REALTIME_REDIS_TIMEOUT_MS"))]
     pub redis_timeout_ms: u64,
     /// `text` or `json` log lines.
-    #[arg(long, env = "REALTIME_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, env = "REALTIME_LOG_FORMAT", default_value = "text", value_parser = enum_setting::<LogFormat>("REALTIME_LOG_FORMAT"))]
     pub log_format: LogFormat,
 }
 

@@ -4,7 +4,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -38,7 +38,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The in-process API of the hub.
     pub hub: HubHandle,
-    server: Server,
+    server: actix_web::rt::task::JoinHandle<io::Result<()>>,
     handle: ServerHandle,
 }
 
@@ -51,12 +51,12 @@ impl RunningServer {
     /// Ends every stream, stops accepting, and waits for the server to finish.
     pub async fn shutdown(self) -> io::Result<()> {
         begin_shutdown(&self.hub, &self.handle).await;
-        self.server.await
+        self.server.await.map_err(io::Error::other)?
     }
 
     /// Runs until the server stops (after [`begin_shutdown`] or a signal).
     pub async fn run(self) -> io::Result<()> {
-        self.server.await
+        self.server.await.map_err(io::Error::other)?
     }
 }
 
@@ -133,6 +133,9 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
     .map_err(|source| StartError::Bind { addr, source })?
     .run();
     let handle = server.handle();
+    // Spawned so the server accepts as soon as `start` returns, whether or not anyone
+    // awaits `run` (in-process embedders may only keep the handle).
+    let server = actix_web::rt::spawn(server);
     info!(%addr, backend = hub.backend().as_str(), "dashclaw-realtime listening");
     Ok(RunningServer {
         addr,
