@@ -204,6 +204,13 @@ fn parse_scopes(words: &str, separator: char) -> Vec<Scope> {
         .collect()
 }
 
+/// Parses the text of a `REALTIME_API_KEYS_FILE` and returns how many keys it holds.
+///
+/// The same parser [`Auth::new`] applies to the file; pure, for tests and fuzzing.
+pub fn parse_api_keys(text: &str) -> Result<usize, String> {
+    Auth::parse_keys(text).map(|keys| keys.len())
+}
+
 /// SHA-256 of an API key as lowercase hex, the form stored in the keys file.
 pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))

@@ -174,6 +174,10 @@ pub struct Settings {
     #[arg(long, env = "REALTIME_SHUTDOWN_GRACE_SECONDS", default_value = "10",
           value_parser = positive_u64("REALTIME_SHUTDOWN_GRACE_SECONDS"))]
     pub shutdown_grace_seconds: u64,
+    /// Seconds a peer may accept no data before its connection is dropped (TCP_USER_TIMEOUT).
+    #[arg(long, env = "REALTIME_SEND_TIMEOUT_SECONDS", default_value = "30",
+          value_parser = positive_u64("REALTIME_SEND_TIMEOUT_SECONDS"))]
+    pub send_timeout_seconds: u64,
     /// Redis connect and response timeout in milliseconds (replay pages are sized to fit).
     #[arg(long, env = "REALTIME_REDIS_TIMEOUT_MS", default_value = "2000",
           value_parser = positive_u64("REALTIME_REDIS_TIMEOUT_MS"))]
@@ -240,6 +244,8 @@ pub struct Config {
     pub replay_page_size: usize,
     /// Redis connect and response timeout.
     pub redis_timeout: Duration,
+    /// How long a peer may accept no data before the kernel drops the connection.
+    pub send_timeout: Duration,
 }
 
 impl Default for Config {
@@ -262,6 +268,7 @@ impl Default for Config {
             supervisor_idle: Duration::from_secs(30),
             replay_page_size: 256,
             redis_timeout: Duration::from_secs(2),
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -297,6 +304,7 @@ impl Config {
             session_queue_bytes: settings.session_queue_bytes,
             shutdown_grace: Duration::from_secs(settings.shutdown_grace_seconds),
             redis_timeout: Duration::from_millis(settings.redis_timeout_ms),
+            send_timeout: Duration::from_secs(settings.send_timeout_seconds),
             ..Self::default()
         })
     }

@@ -197,6 +197,62 @@ pub fn format_timestamp(ms: u64) -> String {
     )
 }
 
+/// Parses an ISO 8601 UTC timestamp as [`format_timestamp`] writes it
+/// (`YYYY-MM-DDTHH:MM:SS[.fff]Z`, any number of fraction digits) into epoch milliseconds.
+pub fn parse_timestamp(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<u64> {
+        let digits = b.get(range)?;
+        digits.iter().try_fold(0u64, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + u64::from(d - b'0'))
+        })
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if b.len() < 20 || separators.iter().any(|&(i, c)| b[i] != c) || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let millis = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', fraction @ ..] if !fraction.is_empty() => {
+            let mut ms = 0;
+            for (i, d) in fraction.iter().enumerate() {
+                if !d.is_ascii_digit() {
+                    return None;
+                }
+                if i < 3 {
+                    ms = ms * 10 + u64::from(d - b'0');
+                }
+            }
+            ms * 10u64.pow(3u32.saturating_sub(fraction.len() as u32))
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year as i64, month as u32, day as u32);
+    let secs = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(secs * 1000 + millis)
+}
+
+/// Howard Hinnant's civil-to-days conversion, the inverse of [`civil_from_days`].
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's days-to-civil conversion (proleptic Gregorian calendar).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -447,6 +503,9 @@ pub struct StoredEvent {
     pub json: Bytes,
     /// Milliseconds of the cursor (or of receipt, for cursor-less messages), for the window.
     pub time_ms: u64,
+    /// The envelope `timestamp` in epoch milliseconds (`time_ms` if it does not parse),
+    /// parsed once here so delivery-lag metrics cost no parsing per session.
+    pub published_ms: u64,
 }
 
 impl StoredEvent {
@@ -459,6 +518,7 @@ impl StoredEvent {
             envelope,
             json,
             time_ms: cursor.ms,
+            published_ms: event.published_ms,
         }
     }
 
@@ -466,10 +526,12 @@ impl StoredEvent {
     pub fn from_envelope(envelope: Envelope, received_ms: u64) -> Self {
         let json = Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default());
         let time_ms = envelope.cursor.map_or(received_ms, |c| c.ms);
+        let published_ms = parse_timestamp(&envelope.timestamp).unwrap_or(time_ms);
         Self {
             envelope,
             json,
             time_ms,
+            published_ms,
         }
     }
 
@@ -658,6 +720,44 @@ mod tests {
         let expected = serde_json::to_vec(&stored.envelope).unwrap();
         assert_eq!(stored.json.as_ref(), expected.as_slice());
         assert!(!stored.json.contains(&b'\n'));
+    }
+
+    #[test]
+    fn timestamps_parse_back() {
+        for ms in [0, 1_739_469_600_000, 951_782_400_123, 4_102_444_799_999] {
+            assert_eq!(parse_timestamp(&format_timestamp(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            parse_timestamp("2026-02-13T18:00:00Z"),
+            Some(1_771_005_600_000)
+        );
+        assert_eq!(
+            parse_timestamp("2026-02-13T18:00:00.5Z"),
+            Some(1_771_005_600_500)
+        );
+        assert_eq!(
+            parse_timestamp("2026-02-13T18:00:00.123456Z"),
+            Some(1_771_005_600_123)
+        );
+        for bad in [
+            "",
+            "2026-02-13",
+            "2026-02-13T18:00:00",
+            "2026-13-13T18:00:00Z",
+            "2026-02-13T18:00:00.Z",
+            "2026-02-13 18:00:00Z",
+            "x026-02-13T18:00:00Z",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+        let topic = Topic::Ops;
+        let new = NewEvent::validate(&topic, PublishRequest::new("a", Value::Null), 65_536, 1_234)
+            .unwrap();
+        let read_back: Envelope = serde_json::from_str(&new.data_json).unwrap();
+        assert_eq!(
+            StoredEvent::from_envelope(read_back, 9_999).published_ms,
+            1_234
+        );
     }
 
     #[test]

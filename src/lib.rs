@@ -11,5 +11,7 @@ pub mod error;
 pub mod filter;
 pub mod http;
 pub mod hub;
+pub mod loadgen;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;

@@ -15,6 +15,7 @@ use crate::broker::{Broker, MemoryBroker, RedisBroker, memory::DEFAULT_MAX_EVENT
 use crate::config::{BackendKind, Config};
 use crate::http::{self, AppState};
 use crate::hub::{HubHandle, MEMORY_SWEEP_INTERVAL};
+use crate::metrics::Metrics;
 
 /// Errors that stop the hub from starting.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +70,19 @@ fn listener(config: &Config) -> Result<TcpListener, StartError> {
     if config.reuse_port {
         socket.set_reuse_port(true).map_err(bind_err)?;
     }
+    // Accepted sockets inherit this: a peer that accepts no data (zero window) for this long
+    // is dropped by the kernel. Without it a client that never reads keeps its connection
+    // after its session was closed as slow, because nothing writes to it any more.
+    socket
+        .set_tcp_user_timeout(Some(config.send_timeout))
+        .map_err(bind_err)?;
     socket.bind(&addr.into()).map_err(bind_err)?;
     socket.listen(4096).map_err(bind_err)?;
     socket.set_nonblocking(true).map_err(bind_err)?;
     Ok(socket.into())
 }
 
-fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, StartError> {
+fn broker_for(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Broker>, StartError> {
     match config.backend {
         BackendKind::Memory => {
             let broker = Arc::new(MemoryBroker::new(
@@ -95,7 +102,7 @@ fn broker_for(config: &Config) -> Result<Arc<dyn Broker>, StartError> {
             });
             Ok(broker)
         }
-        BackendKind::Redis => RedisBroker::start(config)
+        BackendKind::Redis => RedisBroker::start(config, metrics.clone())
             .map(|broker| Arc::new(broker) as Arc<dyn Broker>)
             .map_err(|e| StartError::Backend(e.to_string())),
     }
@@ -108,19 +115,23 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
         addr: config.bind,
         source,
     })?;
-    let broker = broker_for(&config)?;
+    // Per hub, not the process-global registry: several hubs may share a process.
+    let metrics = Metrics::new();
+    let broker = broker_for(&config, &metrics)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let per_worker = config.max_connections.saturating_add(64);
     let grace = config.shutdown_grace;
-    let hub = HubHandle::start(config, broker);
+    let hub = HubHandle::start(config, broker, metrics.clone());
     let state = web::Data::new(AppState {
         hub: hub.clone(),
         auth: Arc::new(auth),
+        metrics,
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(from_fn(http::cors_middleware))
+            .wrap(from_fn(http::request_middleware))
             .configure(http::configure)
             .default_service(web::to(http::not_found))
     })

@@ -7,7 +7,7 @@
 //! that the supervisor fills from the stream, so a slow supervisor costs a stream read,
 //! never memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use super::{
 };
 use crate::config::{BackendKind, Config};
 use crate::envelope::{Cursor, Envelope, NewEvent, ResumePosition, StoredEvent, Topic, now_ms};
+use crate::metrics::Metrics;
 
 /// The publish script: for each event, skip it if its id was stored within the window,
 /// else XADD (trimming by MINID) and PUBLISH the envelope with its cursor. One call is
@@ -67,6 +68,49 @@ const CANARY_INTERVAL: Duration = Duration::from_millis(1000);
 const CANARY_TIMEOUT: Duration = Duration::from_millis(3500);
 /// Channels per SUBSCRIBE command when resubscribing.
 const SUBSCRIBE_CHUNK: usize = 500;
+/// Envelope ids of this instance's own publishes remembered until they come back.
+const OWN_IDS_CAPACITY: usize = 16_384;
+
+/// Ids this instance published that its pub/sub connection has not received back yet.
+///
+/// `events_published_total{path="redis_external"}` counts pub/sub messages that some other
+/// program (another hub instance, DashClaw's Node app) published. Our own publishes are
+/// already counted as `in_process`/`http`, so their ids are noted here *before* the publish
+/// script runs (its PUBLISH can reach our subscriber before the script's reply reaches us)
+/// and struck off when the message arrives. The set is bounded: ids that never come back
+/// (no local subscriber, duplicates, failed calls) are evicted oldest first, and an own
+/// publish whose id was evicted before it arrived would be miscounted as external, which
+/// takes more than `OWN_IDS_CAPACITY` publishes in flight at once.
+#[derive(Default)]
+struct OwnIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl OwnIds {
+    fn note(&mut self, id: &str) {
+        if self.set.insert(id.to_owned()) {
+            self.order.push_back(id.to_owned());
+        }
+        while self.order.len() > OWN_IDS_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    /// True (and forgotten) when `id` was published by this instance.
+    fn take(&mut self, id: &str) -> bool {
+        let own = self.set.remove(id);
+        if self.order.len() > 2 * self.set.len() + 64 {
+            // Taken ids leave stale entries in `order`; drop them so it stays bounded by
+            // the ids still awaited rather than by the publish rate.
+            let set = &self.set;
+            self.order.retain(|id| set.contains(id));
+        }
+        own
+    }
+}
 
 /// Key and channel names of contract section 2.
 #[derive(Debug, Clone)]
@@ -145,6 +189,8 @@ struct Inner {
     reconnects: AtomicU64,
     gap_fills_requested: AtomicU64,
     stopping: AtomicBool,
+    metrics: Metrics,
+    own_ids: Mutex<OwnIds>,
 }
 
 /// The Redis backend.
@@ -162,7 +208,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl RedisBroker {
     /// Connects lazily and starts the pub/sub router; must run inside a Tokio runtime.
-    pub fn start(config: &Config) -> Result<Self, BrokerError> {
+    pub fn start(config: &Config, metrics: Metrics) -> Result<Self, BrokerError> {
         let url = config
             .redis_url
             .as_deref()
@@ -190,6 +236,8 @@ impl RedisBroker {
             reconnects: AtomicU64::new(0),
             gap_fills_requested: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            metrics,
+            own_ids: Mutex::new(OwnIds::default()),
         });
         tokio::spawn(run_pubsub(inner.clone(), control_rx, config.redis_timeout));
         tokio::spawn(run_canary(Arc::downgrade(&inner)));
@@ -212,7 +260,13 @@ impl Inner {
     fn note_command<T>(&self, result: &redis::RedisResult<T>) {
         let mut health = lock(&self.health);
         match result {
-            Ok(_) => health.commands_error = None,
+            Ok(_) => {
+                // Commands work again after connection failures: the command connection
+                // was re-established.
+                if health.commands_error.take().is_some() {
+                    self.metrics.redis_reconnects.inc();
+                }
+            }
             Err(e)
                 if e.is_io_error()
                     || e.is_timeout()
@@ -264,6 +318,9 @@ impl Inner {
                 "dropping a message whose org_id does not match its channel"
             );
             return;
+        }
+        if !lock(&self.own_ids).take(&envelope.id) {
+            self.metrics.events_published.redis_external.inc();
         }
         let event = Arc::new(StoredEvent::from_envelope(envelope, now_ms()));
         for sink in &route.sinks {
@@ -430,6 +487,12 @@ impl Inner {
         invocation.arg(minid).arg(self.window_ms.max(1));
         for event in events {
             invocation.arg(&event.data_json);
+        }
+        {
+            let mut own = lock(&self.own_ids);
+            for event in events {
+                own.note(&event.envelope.id);
+            }
         }
         let mut conn = self.commands.clone();
         let result: redis::RedisResult<Vec<Vec<Value>>> = invocation.invoke_async(&mut conn).await;
@@ -679,6 +742,7 @@ async fn run_pubsub(inner: Arc<Inner>, mut control: mpsc::Receiver<Control>, tim
         backoff = Duration::from_millis(100);
         if connected_before {
             inner.reconnects.fetch_add(1, Ordering::Relaxed);
+            inner.metrics.redis_reconnects.inc();
             info!("redis pub/sub reconnected; supervisors fill gaps from the streams");
         } else {
             info!("redis pub/sub connected");

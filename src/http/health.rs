@@ -1,4 +1,4 @@
-//! `/healthz` (the process serves) and `/readyz` (the backend can deliver).
+//! `/healthz` (the process serves), `/readyz` (the backend can deliver) and `/metrics`.
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -27,4 +27,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .insert_header(("Retry-After", "1"))
             .json(json!({"status": "unavailable", "backend": backend, "reason": reason})),
     }
+}
+
+/// Prometheus text exposition of this hub's metrics.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Content-Type", crate::metrics::CONTENT_TYPE))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(state.metrics.render())
 }

@@ -11,6 +11,7 @@ use crate::auth::Scope;
 use crate::envelope::{OrgId, PublishRequest, Topic};
 use crate::error::ApiError;
 use crate::hub::MAX_BATCH;
+use crate::metrics::PublishPath;
 
 /// `POST /v1/orgs/{org_id}/events`.
 pub async fn org_publish(
@@ -119,7 +120,10 @@ async fn publish(
     )
     .await?;
     let (requests, is_batch) = parse_publish_body(&body)?;
-    let outcomes = state.hub.publish(topic, requests).await?;
+    let outcomes = state
+        .hub
+        .publish_via(topic, requests, PublishPath::Http)
+        .await?;
     let all_duplicates = outcomes.iter().all(|o| o.is_duplicate());
     let status = if all_duplicates {
         StatusCode::OK

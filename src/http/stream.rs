@@ -9,10 +9,30 @@ use crate::auth::Scope;
 use crate::envelope::{OrgId, ResumePosition, Topic};
 use crate::error::ApiError;
 use crate::filter::EventFilter;
-use crate::hub::{SessionSpec, StreamFormat};
+use crate::hub::{HubError, SessionSpec, StreamFormat, resume_for_log};
 
 /// Org used by `/api/stream` when auth is off and none is named.
 pub const DEFAULT_ORG: &str = "org_default";
+
+/// Counts a stream refused by auth, the connection limits or shutdown as a closed
+/// connection (`connections_closed_total{reason}`).
+fn counted(
+    state: &AppState,
+    result: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(error) = &result {
+        let closed = &state.metrics.connections_closed;
+        match error {
+            ApiError::Auth(_) => closed.auth.inc(),
+            ApiError::Hub(
+                HubError::TooManyConnections(_) | HubError::TooManyConnectionsForOrg(_),
+            ) => closed.limit.inc(),
+            ApiError::Hub(HubError::ShuttingDown) => closed.shutdown.inc(),
+            _ => {}
+        }
+    }
+    result
+}
 
 /// `GET /v1/orgs/{org_id}/stream`.
 pub async fn org_stream(
@@ -20,13 +40,21 @@ pub async fn org_stream(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let org = OrgId::parse(&path).map_err(ApiError::InvalidOrgId)?;
+    counted(&state, org_stream_inner(&req, &path, &state))
+}
+
+fn org_stream_inner(
+    req: &HttpRequest,
+    path: &str,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let org = OrgId::parse(path).map_err(ApiError::InvalidOrgId)?;
     let topic = Topic::Org(org);
     state
         .auth
-        .authenticate(&req)?
+        .authenticate(req)?
         .authorize(&topic, Scope::Subscribe)?;
-    open(&req, &state, topic, StreamFormat::V1)
+    open(req, state, topic, StreamFormat::V1)
 }
 
 /// `GET /v1/ops/stream`.
@@ -34,12 +62,16 @@ pub async fn ops_stream(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    counted(&state, ops_stream_inner(&req, &state))
+}
+
+fn ops_stream_inner(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
     let topic = Topic::Ops;
     state
         .auth
-        .authenticate(&req)?
+        .authenticate(req)?
         .authorize(&topic, Scope::Subscribe)?;
-    open(&req, &state, topic, StreamFormat::V1)
+    open(req, state, topic, StreamFormat::V1)
 }
 
 /// `GET /api/stream`: the org comes from the credential (or `x-org-id` / `org_id`).
@@ -47,32 +79,40 @@ pub async fn legacy_stream(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let grant = state.auth.authenticate(&req)?;
+    counted(&state, legacy_stream_inner(&req, &state))
+}
+
+fn legacy_stream_inner(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
+    let grant = state.auth.authenticate(req)?;
     let requested = req
         .headers()
         .get("x-org-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| query_param(&req, "org_id"))
+        .or_else(|| query_param(req, "org_id"))
         .map(|raw| OrgId::parse(&raw).map_err(ApiError::InvalidOrgId))
         .transpose()?;
     let default = OrgId::parse(DEFAULT_ORG).map_err(ApiError::InvalidOrgId)?;
     let org = grant.pick_org(requested, &default)?;
     let topic = Topic::Org(org);
     grant.authorize(&topic, Scope::Subscribe)?;
-    open(&req, &state, topic, StreamFormat::Legacy)
+    open(req, state, topic, StreamFormat::Legacy)
 }
 
 /// The resume position: `Last-Event-ID`, else `last_event_id`, else `lastEventId`.
 fn resume_position(req: &HttpRequest) -> Option<ResumePosition> {
-    req.headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| query_param(req, "last_event_id"))
-        .or_else(|| query_param(req, "lastEventId"))
-        .filter(|raw| !raw.trim().is_empty())
-        .map(|raw| ResumePosition::parse(&raw))
+    // A blank source does not hide the next one (EventSource sends no header at all, but
+    // proxies and hand-written clients sometimes send an empty one).
+    let given = |raw: Option<String>| raw.filter(|r| !r.trim().is_empty());
+    given(
+        req.headers()
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    )
+    .or_else(|| given(query_param(req, "last_event_id")))
+    .or_else(|| given(query_param(req, "lastEventId")))
+    .map(|raw| ResumePosition::parse(&raw))
 }
 
 fn open(
@@ -88,7 +128,11 @@ fn open(
         None => EventFilter::all(),
     };
     let resume = resume_position(req);
-    debug!(%topic, resume = ?resume, "stream opened");
+    debug!(
+        %topic,
+        resume = resume.as_ref().map(resume_for_log).as_deref().unwrap_or("none"),
+        "stream opened"
+    );
     let body = state.hub.open_session(SessionSpec {
         topic,
         resume,

@@ -21,6 +21,16 @@ pub struct Publish {
     pub requests: Vec<PublishRequest>,
 }
 
+/// [`Publish`] counted under a path other than in-process (HTTP) in the metrics.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<PublishOutcome>, HubError>")]
+pub struct PublishVia {
+    /// The events.
+    pub publish: Publish,
+    /// Where they came from.
+    pub path: crate::metrics::PublishPath,
+}
+
 /// Asks the hub for a topic's supervisor, starting it if needed.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Addr<OrgSupervisor>, HubError>")]

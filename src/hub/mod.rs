@@ -18,13 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use tracing::{debug, info};
+use prometheus::IntGauge;
+use tracing::{debug, info, info_span};
 
 use crate::broker::{BackendHealth, Broker, BrokerError, PublishOutcome};
 use crate::config::{BackendKind, Config};
-use crate::envelope::{NewEvent, PublishRequest, Topic, ValidationError, now_ms};
+use crate::envelope::{NewEvent, PublishRequest, ResumePosition, Topic, ValidationError, now_ms};
+use crate::metrics::{Metrics, PublishPath};
 
-pub use messages::{GetSupervisor, Publish, Shutdown, StreamFormat};
+pub use messages::{GetSupervisor, Publish, PublishVia, Shutdown, StreamFormat};
 pub use outbox::{CloseReason, Outbox};
 pub use session::{ClientSession, SessionBody, SessionSpec};
 pub use stream_reader::StreamReader;
@@ -71,15 +73,17 @@ pub struct ConnectionCounter {
     per_topic: Mutex<HashMap<Topic, usize>>,
     max_total: usize,
     max_per_topic: usize,
+    gauge: IntGauge,
 }
 
 impl ConnectionCounter {
-    fn new(max_total: usize, max_per_topic: usize) -> Self {
+    fn new(max_total: usize, max_per_topic: usize, gauge: IntGauge) -> Self {
         Self {
             total: AtomicUsize::new(0),
             per_topic: Mutex::new(HashMap::new()),
             max_total,
             max_per_topic,
+            gauge,
         }
     }
 
@@ -94,6 +98,7 @@ impl ConnectionCounter {
         }
         *count += 1;
         self.total.fetch_add(1, Ordering::Relaxed);
+        self.gauge.inc();
         Ok(ConnectionPermit {
             counter: self.clone(),
             topic: topic.clone(),
@@ -127,6 +132,7 @@ impl Drop for ConnectionPermit {
             }
         }
         self.counter.total.fetch_sub(1, Ordering::Relaxed);
+        self.counter.gauge.dec();
     }
 }
 
@@ -138,6 +144,7 @@ pub struct Hub {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     shutting_down: Arc<AtomicBool>,
+    metrics: Metrics,
 }
 
 impl Hub {
@@ -149,14 +156,15 @@ impl Hub {
         }
         let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
-        let (topic_c, broker, hub, config) = (
+        let (topic_c, broker, hub, config, metrics) = (
             topic.clone(),
             self.broker.clone(),
             ctx.address(),
             self.config.clone(),
+            self.metrics.clone(),
         );
         let addr = OrgSupervisor::start_in_arbiter(arbiter, move |_| {
-            OrgSupervisor::new(topic_c, broker, hub, config)
+            OrgSupervisor::new(topic_c, broker, hub, config, metrics)
         });
         debug!(%topic, "supervisor started");
         self.supervisors.insert(topic.clone(), addr.clone());
@@ -197,20 +205,52 @@ impl Actor for Hub {
     }
 }
 
-impl Handler<Publish> for Hub {
-    type Result = ResponseFuture<Result<Vec<PublishOutcome>, HubError>>;
-
-    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
+impl Hub {
+    fn publish(
+        &mut self,
+        msg: Publish,
+        path: PublishPath,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Vec<PublishOutcome>, HubError>> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Box::pin(async { Err(HubError::ShuttingDown) });
         }
+        let accepted = std::time::Instant::now();
         let (topic, events) = match self.validate(msg) {
             Ok(ok) => ok,
             Err(error) => return Box::pin(async move { Err(error) }),
         };
         self.supervisor(&topic, ctx);
         let publish = self.broker.publish(topic, events);
-        Box::pin(async move { Ok(publish.await?) })
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let outcomes = publish.await?;
+            metrics
+                .publish_duration
+                .observe(accepted.elapsed().as_secs_f64());
+            let stored = outcomes.iter().filter(|o| !o.is_duplicate()).count();
+            metrics
+                .events_published
+                .for_path(path)
+                .inc_by(stored as u64);
+            Ok(outcomes)
+        })
+    }
+}
+
+impl Handler<Publish> for Hub {
+    type Result = ResponseFuture<Result<Vec<PublishOutcome>, HubError>>;
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
+        self.publish(msg, PublishPath::InProcess, ctx)
+    }
+}
+
+impl Handler<PublishVia> for Hub {
+    type Result = ResponseFuture<Result<Vec<PublishOutcome>, HubError>>;
+
+    fn handle(&mut self, msg: PublishVia, ctx: &mut Self::Context) -> Self::Result {
+        self.publish(msg.publish, msg.path, ctx)
     }
 }
 
@@ -262,11 +302,12 @@ pub struct HubHandle {
     connections: Arc<ConnectionCounter>,
     shutting_down: Arc<AtomicBool>,
     next_session: Arc<AtomicU64>,
+    metrics: Metrics,
 }
 
 impl HubHandle {
-    /// Starts the hub's actors on the current actix system.
-    pub fn start(config: Config, broker: Arc<dyn Broker>) -> Self {
+    /// Starts the hub's actors on the current actix system; they record into `metrics`.
+    pub fn start(config: Config, broker: Arc<dyn Broker>, metrics: Metrics) -> Self {
         let config = Arc::new(config);
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -283,11 +324,13 @@ impl HubHandle {
             arbiters,
             next_arbiter: 0,
             shutting_down: shutting_down.clone(),
+            metrics: metrics.clone(),
         }
         .start();
         let connections = Arc::new(ConnectionCounter::new(
             config.max_connections,
             config.max_connections_per_org,
+            metrics.connections.clone(),
         ));
         Self {
             hub,
@@ -297,6 +340,7 @@ impl HubHandle {
             connections,
             shutting_down,
             next_session: Arc::new(AtomicU64::new(1)),
+            metrics,
         }
     }
 
@@ -311,8 +355,22 @@ impl HubHandle {
         topic: Topic,
         requests: Vec<PublishRequest>,
     ) -> Result<Vec<PublishOutcome>, HubError> {
+        self.publish_via(topic, requests, PublishPath::InProcess)
+            .await
+    }
+
+    /// [`Self::publish`], counted under the given path in the metrics.
+    pub async fn publish_via(
+        &self,
+        topic: Topic,
+        requests: Vec<PublishRequest>,
+        path: PublishPath,
+    ) -> Result<Vec<PublishOutcome>, HubError> {
         self.hub
-            .send(Publish { topic, requests })
+            .send(PublishVia {
+                publish: Publish { topic, requests },
+                path,
+            })
             .await
             .map_err(|_| HubError::ShuttingDown)?
     }
@@ -335,9 +393,18 @@ impl HubHandle {
             return Err(HubError::ShuttingDown);
         }
         let permit = self.connections.acquire(&spec.topic)?;
+        self.metrics.connections_opened.inc();
         let outbox = Outbox::new(self.config.session_queue_bytes);
         outbox.push_unbounded(crate::envelope::frame::retry(self.config.retry_ms));
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        // A child of the request's span (when opened over HTTP), so the session's lines
+        // carry the request id too.
+        let resume = spec
+            .resume
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), resume_for_log);
+        let span =
+            info_span!("session", org = %spec.topic.envelope_org(), session = id, resume = %resume);
         let session = ClientSession::new(
             id,
             spec,
@@ -347,9 +414,16 @@ impl HubHandle {
             self.config.replay_page_size,
             self.config.session_queue_bytes,
             self.config.retry_ms,
+            self.metrics.clone(),
+            span,
         )
         .start();
-        Ok(SessionBody::new(outbox, session, permit))
+        Ok(SessionBody::new(
+            outbox,
+            session,
+            permit,
+            self.metrics.clone(),
+        ))
     }
 
     /// Ends every stream and refuses new ones.
@@ -381,6 +455,21 @@ impl HubHandle {
     /// Open streams on this instance.
     pub fn open_connections(&self) -> usize {
         self.connections.open()
+    }
+
+    /// This hub's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+/// A resume position for log lines: cursors and event ids as given; anything else is
+/// client-chosen text that could hold a credential pasted in the wrong place, so only its
+/// length is logged.
+pub(crate) fn resume_for_log(position: &ResumePosition) -> String {
+    match position {
+        ResumePosition::Cursor(_) | ResumePosition::EventId(_) => position.as_text(),
+        ResumePosition::Unrecognized(raw) => format!("<unrecognized, {} chars>", raw.len()),
     }
 }
 

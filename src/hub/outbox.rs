@@ -197,10 +197,15 @@ impl Outbox {
         Poll::Pending
     }
 
-    /// Marks the stream closed because its body is gone.
-    pub fn body_dropped(&self) {
-        self.close(CloseReason::Client, None);
+    /// Marks the stream closed because its body is gone; returns why it ended (`Client`
+    /// unless it had been closed for another reason before).
+    pub fn body_dropped(&self) -> CloseReason {
+        let reason = {
+            let mut state = self.lock();
+            *state.closed.get_or_insert(CloseReason::Client)
+        };
         self.drained.notify_waiters();
+        reason
     }
 }
 

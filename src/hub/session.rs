@@ -11,7 +11,7 @@ use actix::prelude::*;
 use actix_web::body::{BodySize, MessageBody};
 use bytes::Bytes;
 use serde_json::json;
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug, warn};
 
 use super::messages::{
     BodyGone, GetSupervisor, Join, JoinOutcome, Leave, ReadPage, ResolvePosition, StreamFormat,
@@ -23,6 +23,7 @@ use super::{ConnectionPermit, Hub, HubError};
 use crate::broker::{BackendHealth, Broker, Resolution};
 use crate::envelope::{Cursor, ResumePosition, StoredEvent, Topic, frame, legacy_projection};
 use crate::filter::EventFilter;
+use crate::metrics::Metrics;
 
 /// What a client asked for when it opened a stream.
 #[derive(Debug, Clone)]
@@ -102,6 +103,7 @@ struct JoinPlan {
     reader: Addr<StreamReader>,
     page_size: usize,
     queue_limit: usize,
+    metrics: Metrics,
 }
 
 impl JoinPlan {
@@ -130,6 +132,7 @@ impl JoinPlan {
                     CloseReason::Backend
                 })?;
             let count = page.len();
+            let mut written = 0u64;
             for event in page {
                 if let Some(c) = event.cursor() {
                     cursor = c;
@@ -137,9 +140,12 @@ impl JoinPlan {
                 if self.filter.matches(&event.envelope.event) {
                     self.outbox
                         .push_unbounded(encode_event(&event, self.spec.format));
-                    *replayed += 1;
+                    written += 1;
                 }
             }
+            *replayed += written as usize;
+            self.metrics.replayed_events.inc_by(written);
+            self.metrics.events_delivered.inc_by(written);
             if count < self.page_size {
                 return Ok((cursor, count == 0));
             }
@@ -162,12 +168,25 @@ impl JoinPlan {
                     warn!(session = self.session_id, %error, "resume lookup failed");
                     CloseReason::Backend
                 })?;
+            let requests = &self.metrics.replay_requests;
             match resolution {
-                Resolution::After(cursor) => after = Some(cursor),
+                Resolution::After(cursor) => {
+                    requests.hit.inc();
+                    after = Some(cursor);
+                }
                 other => {
                     let reason = other.resync_reason().unwrap_or("unknown");
+                    match other {
+                        Resolution::Expired => requests.expired.inc(),
+                        _ => requests.unknown.inc(),
+                    }
+                    debug!(
+                        reason,
+                        "resume position not replayable; sending realtime.resync"
+                    );
                     self.outbox
                         .push_unbounded(resync_frame(reason, &position.as_text()));
+                    self.metrics.resyncs.inc();
                 }
             }
         }
@@ -200,6 +219,7 @@ impl JoinPlan {
                     let position = after.map(|c| c.to_string()).unwrap_or_default();
                     self.outbox
                         .push_unbounded(resync_frame("expired", &position));
+                    self.metrics.resyncs.inc();
                     after = None;
                 }
                 Ok(JoinOutcome::Behind) => {}
@@ -218,6 +238,8 @@ pub struct ClientSession {
     outbox: Arc<Outbox>,
     supervisor: Option<Addr<OrgSupervisor>>,
     retry_frame: Bytes,
+    /// `session{org, session, resume}`: every line about this session is logged in it.
+    span: Span,
 }
 
 impl ClientSession {
@@ -232,6 +254,8 @@ impl ClientSession {
         page_size: usize,
         queue_limit: usize,
         retry_ms: u64,
+        metrics: Metrics,
+        span: Span,
     ) -> Self {
         let filter = Arc::new(spec.filter.clone());
         Self {
@@ -245,10 +269,12 @@ impl ClientSession {
                 reader,
                 page_size,
                 queue_limit,
+                metrics,
             }),
             outbox,
             supervisor: None,
             retry_frame: frame::retry(retry_ms),
+            span,
         }
     }
 }
@@ -263,10 +289,15 @@ impl Actor for ClientSession {
         // Spawned, not waited: a client that leaves mid-replay must still reach `BodyGone`.
         ctx.spawn(
             plan.run()
+                .instrument(self.span.clone())
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
-                    Ok(supervisor) => act.supervisor = Some(supervisor),
+                    Ok(supervisor) => {
+                        debug!(parent: &act.span, "session joined the live fan-out");
+                        act.supervisor = Some(supervisor);
+                    }
                     Err(reason) => {
+                        let _entered = act.span.enter();
                         debug!(
                             session = act.id,
                             reason = reason.as_str(),
@@ -282,6 +313,8 @@ impl Actor for ClientSession {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let reason = self.outbox.closed().unwrap_or(CloseReason::Client);
+        debug!(parent: &self.span, reason = reason.as_str(), "session ended");
         if let Some(supervisor) = self.supervisor.take() {
             supervisor.do_send(Leave {
                 session_id: self.id,
@@ -303,6 +336,7 @@ pub struct SessionBody {
     outbox: Arc<Outbox>,
     session: Addr<ClientSession>,
     _permit: ConnectionPermit,
+    metrics: Metrics,
 }
 
 impl SessionBody {
@@ -310,11 +344,13 @@ impl SessionBody {
         outbox: Arc<Outbox>,
         session: Addr<ClientSession>,
         permit: ConnectionPermit,
+        metrics: Metrics,
     ) -> Self {
         Self {
             outbox,
             session,
             _permit: permit,
+            metrics,
         }
     }
 }
@@ -336,7 +372,9 @@ impl MessageBody for SessionBody {
 
 impl Drop for SessionBody {
     fn drop(&mut self) {
-        self.outbox.body_dropped();
+        // Counted here, once per connection, when the socket side is really gone.
+        let reason = self.outbox.body_dropped();
+        self.metrics.connections_closed.for_reason(reason).inc();
         self.session.do_send(BodyGone);
     }
 }

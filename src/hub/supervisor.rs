@@ -22,8 +22,9 @@ use super::outbox::{CloseReason, Outbox, PushResult};
 use super::session::{connected_frame, encode_event, resync_frame};
 use crate::broker::{Broker, LiveMessage, LiveSink, SinkFlags};
 use crate::config::Config;
-use crate::envelope::{Cursor, StoredEvent, Topic, frame};
+use crate::envelope::{Cursor, StoredEvent, Topic, frame, now_ms};
 use crate::filter::EventFilter;
+use crate::metrics::Metrics;
 
 /// Live messages a supervisor may have queued before overflow turns into a gap fill.
 const LIVE_INBOX_CAPACITY: usize = 4096;
@@ -38,6 +39,8 @@ struct SessionEntry {
     format: StreamFormat,
     /// Events up to this cursor were already written by the session's own replay.
     skip_through: Option<Cursor>,
+    /// The stream position the session's replay read through (its `Join { after }`).
+    read_through: Option<Cursor>,
 }
 
 struct RingEntry {
@@ -64,13 +67,33 @@ pub struct OrgSupervisor {
     stashed: Option<LiveMessage>,
     empty_since: Option<Instant>,
     retiring: bool,
+    /// Cursors recently delivered out of order, so a repeat is not delivered twice.
+    late: VecDeque<Cursor>,
     draining: bool,
     retry_frame: Bytes,
+    metrics: Metrics,
+    /// Events the gap fill in progress has delivered so far.
+    fill_delivered: usize,
+}
+
+/// Offers a frame to a session's bounded queue, counting a slow disconnect on overflow.
+fn push_counted(outbox: &Outbox, bytes: Bytes, retry: &Bytes, metrics: &Metrics) -> PushResult {
+    let result = outbox.push(bytes, || retry.clone());
+    if result == PushResult::Overflow {
+        metrics.slow_disconnects.inc();
+    }
+    result
 }
 
 impl OrgSupervisor {
-    /// A supervisor for `topic`; it subscribes when started.
-    pub fn new(topic: Topic, broker: Arc<dyn Broker>, hub: Addr<Hub>, config: Arc<Config>) -> Self {
+    /// A supervisor for `topic`; it subscribes when started and records into `metrics`.
+    pub fn new(
+        topic: Topic,
+        broker: Arc<dyn Broker>,
+        hub: Addr<Hub>,
+        config: Arc<Config>,
+        metrics: Metrics,
+    ) -> Self {
         let retry_frame = frame::retry(config.retry_ms);
         Self {
             topic,
@@ -88,8 +111,11 @@ impl OrgSupervisor {
             stashed: None,
             empty_since: Some(Instant::now()),
             retiring: false,
+            late: VecDeque::new(),
             draining: false,
             retry_frame,
+            metrics,
+            fill_delivered: 0,
         }
     }
 
@@ -113,14 +139,16 @@ impl OrgSupervisor {
         }));
     }
 
-    /// Writes one live event to every interested session, once, in cursor order.
-    fn deliver(&mut self, event: Arc<StoredEvent>) {
+    /// Writes one live event to every interested session, once, in cursor order; false
+    /// when the event was already delivered.
+    fn deliver(&mut self, event: Arc<StoredEvent>) -> bool {
         let cursor = event.cursor();
         if let Some(cursor) = cursor
             && cursor <= self.last
         {
-            return;
+            return false;
         }
+        let mut queued = 0u64;
         let v1_frame = encode_event(&event, StreamFormat::V1);
         let mut legacy_frame: Option<Bytes> = None;
         let mut dead = Vec::new();
@@ -139,9 +167,8 @@ impl OrgSupervisor {
                     .get_or_insert_with(|| encode_event(&event, StreamFormat::Legacy))
                     .clone(),
             };
-            let retry = &self.retry_frame;
-            match session.outbox.push(bytes, || retry.clone()) {
-                PushResult::Queued => {}
+            match push_counted(&session.outbox, bytes, &self.retry_frame, &self.metrics) {
+                PushResult::Queued => queued += 1,
                 PushResult::Overflow => {
                     info!(topic = %self.topic, session = id, "slow client disconnected");
                     dead.push(*id);
@@ -151,6 +178,12 @@ impl OrgSupervisor {
         }
         for id in dead {
             self.sessions.remove(&id);
+        }
+        if queued > 0 {
+            // Once per event, not per session: the hot path stays one atomic add.
+            self.metrics.events_delivered.inc_by(queued);
+            let lag_ms = now_ms().saturating_sub(event.published_ms);
+            self.metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
         }
         if let Some(cursor) = cursor {
             self.last = cursor;
@@ -169,11 +202,63 @@ impl OrgSupervisor {
                 }
             }
         }
+        true
+    }
+
+    /// A live event older than one already fanned out: producers that XADD and PUBLISH in
+    /// two steps (DashClaw's Node app) can publish out of stream order. If it was never
+    /// delivered it goes out now, without an `id:` line, so clients keep the newer cursor as
+    /// their `Last-Event-ID` and a resume neither repeats nor skips anything.
+    fn deliver_late(&mut self, event: Arc<StoredEvent>, cursor: Cursor) {
+        let in_ring = self
+            .ring
+            .binary_search_by(|e| e.event.cursor().cmp(&Some(cursor)))
+            .is_ok();
+        if cursor <= self.ring_floor || in_ring || self.late.contains(&cursor) {
+            return;
+        }
+        self.late.push_back(cursor);
+        if self.late.len() > RING_MAX_EVENTS {
+            self.late.pop_front();
+        }
+        debug!(topic = %self.topic, %cursor, last = %self.last, "late event delivered out of order");
+        let name = &event.envelope.event;
+        let mut queued = 0u64;
+        let mut dead = Vec::new();
+        for (id, session) in &self.sessions {
+            // A session whose replay read past this cursor already has the event.
+            if session.read_through.is_some_and(|read| cursor <= read)
+                || !session.filter.matches(name)
+            {
+                continue;
+            }
+            let data = match session.format {
+                StreamFormat::V1 => event.json.to_vec(),
+                StreamFormat::Legacy => {
+                    serde_json::to_vec(crate::envelope::legacy_projection(&event.envelope))
+                        .unwrap_or_default()
+                }
+            };
+            let bytes = frame::event(None, name, &data);
+            match push_counted(&session.outbox, bytes, &self.retry_frame, &self.metrics) {
+                PushResult::Queued => queued += 1,
+                PushResult::Overflow | PushResult::Closed => dead.push(*id),
+            }
+        }
+        for id in dead {
+            self.sessions.remove(&id);
+        }
+        self.metrics.events_delivered.inc_by(queued);
     }
 
     fn on_live(&mut self, message: LiveMessage, ctx: &mut Context<Self>) {
         match message {
-            LiveMessage::Event(event) => self.deliver(event),
+            LiveMessage::Event(event) => match event.cursor() {
+                Some(cursor) if cursor <= self.last => self.deliver_late(event, cursor),
+                _ => {
+                    self.deliver(event);
+                }
+            },
             LiveMessage::Gap => {
                 self.flags.gap.store(true, Ordering::SeqCst);
                 self.fill_gap(None, ctx);
@@ -193,11 +278,20 @@ impl OrgSupervisor {
     fn resync_all(&mut self) {
         warn!(topic = %self.topic, last = %self.last, "stream data lost; sending realtime.resync");
         let resync = resync_frame("unknown", &self.last.to_string());
+        let mut sent = 0u64;
         for session in self.sessions.values_mut() {
-            let retry = &self.retry_frame;
-            let _ = session.outbox.push(resync.clone(), || retry.clone());
+            let pushed = push_counted(
+                &session.outbox,
+                resync.clone(),
+                &self.retry_frame,
+                &self.metrics,
+            );
+            if pushed == PushResult::Queued {
+                sent += 1;
+            }
             session.skip_through = None;
         }
+        self.metrics.resyncs.inc_by(sent);
         self.last = Cursor::default();
         self.ring.clear();
         self.ring_bytes = 0;
@@ -230,11 +324,18 @@ impl OrgSupervisor {
                     debug!(topic = %act.topic, count = events.len(), "gap filled from stream");
                 }
                 for event in events {
-                    act.deliver(event);
+                    if act.deliver(event) {
+                        act.fill_delivered += 1;
+                    }
                 }
                 if full {
                     act.fill_page(ctx);
                 } else {
+                    // A fill that failed part-way is completed by a later one: counted then.
+                    if act.fill_delivered > 0 {
+                        act.metrics.gap_fills.inc();
+                        act.fill_delivered = 0;
+                    }
                     act.filling = false;
                     if let Some(message) = act.stashed.take() {
                         act.on_live(message, ctx);
@@ -258,9 +359,19 @@ impl OrgSupervisor {
         for (id, session) in &self.sessions {
             if session.outbox.closed().is_some() {
                 dead.push(*id);
-            } else if session.outbox.idle_for(now) >= heartbeat {
-                let retry = &self.retry_frame;
-                if session.outbox.push(beat.clone(), || retry.clone()) != PushResult::Queued {
+                continue;
+            }
+            self.metrics
+                .session_queue_bytes
+                .observe(session.outbox.queued_bytes() as f64);
+            if session.outbox.idle_for(now) >= heartbeat {
+                let pushed = push_counted(
+                    &session.outbox,
+                    beat.clone(),
+                    &self.retry_frame,
+                    &self.metrics,
+                );
+                if pushed != PushResult::Queued {
                     dead.push(*id);
                 }
             }
@@ -299,6 +410,7 @@ impl OrgSupervisor {
                 filter: join.filter.clone(),
                 format: join.format,
                 skip_through,
+                read_through: join.after,
             },
         );
     }
@@ -313,12 +425,14 @@ impl Actor for OrgSupervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        self.metrics.orgs_active.inc();
         self.subscribe(ctx);
         let period = self.sweep_period();
         ctx.run_interval(period, |act, ctx| act.sweep(ctx));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.metrics.orgs_active.dec();
         if let Some(id) = self.sink_id.take() {
             self.broker.unsubscribe(&self.topic, id);
         }
@@ -374,6 +488,9 @@ impl Handler<Join> for OrgSupervisor {
                     join.outbox.push_unbounded(bytes);
                     handed_over += 1;
                 }
+                // The ring hands over what the stream pages did not reach: still replay.
+                self.metrics.replayed_events.inc_by(handed_over as u64);
+                self.metrics.events_delivered.inc_by(handed_over as u64);
                 None
             }
             Some(_) => return MessageResult(JoinOutcome::Behind),

@@ -1,0 +1,333 @@
+//! Prometheus metrics of one hub (contract section 7), served as text by `GET /metrics`.
+//!
+//! Each hub owns its [`Registry`] instead of using the process-global one, so several hubs
+//! can run in one process (tests, embedders) without clashing. Every labelled child is
+//! resolved once here, so the hot path only touches atomics and never hashes label values.
+//! No label ever carries an org id: cardinality stays fixed whatever the number of tenants.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder, exponential_buckets,
+};
+
+use crate::hub::CloseReason;
+
+/// Content type of the text exposition format 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Where a published event came from (`events_published_total{path}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishPath {
+    /// The in-process `Publish` actor message or [`crate::hub::HubHandle::publish`].
+    InProcess,
+    /// `POST /v1/orgs/{org}/events` or `/v1/ops/events`.
+    Http,
+}
+
+/// `connections_closed_total` by reason.
+#[derive(Debug, Clone)]
+pub struct ClosedCounters {
+    /// The client went away.
+    pub client: IntCounter,
+    /// Disconnected for not reading fast enough.
+    pub slow: IntCounter,
+    /// Ended (or refused) because the hub is shutting down.
+    pub shutdown: IntCounter,
+    /// Refused by the connection limits.
+    pub limit: IntCounter,
+    /// Refused by authentication or authorization on a stream route.
+    pub auth: IntCounter,
+    /// Ended because the backend failed during the replay (the client retries).
+    pub backend: IntCounter,
+}
+
+impl ClosedCounters {
+    /// The counter for a stream that ended for `reason`.
+    pub fn for_reason(&self, reason: CloseReason) -> &IntCounter {
+        match reason {
+            CloseReason::Client => &self.client,
+            CloseReason::Slow => &self.slow,
+            CloseReason::Shutdown => &self.shutdown,
+            CloseReason::Backend => &self.backend,
+        }
+    }
+}
+
+/// `events_published_total` by path.
+#[derive(Debug, Clone)]
+pub struct PublishedCounters {
+    /// Through the in-process API.
+    pub in_process: IntCounter,
+    /// Through HTTP.
+    pub http: IntCounter,
+    /// Received on a Redis channel without having been published by this instance.
+    pub redis_external: IntCounter,
+}
+
+impl PublishedCounters {
+    /// The counter of a hub-side publish path.
+    pub fn for_path(&self, path: PublishPath) -> &IntCounter {
+        match path {
+            PublishPath::InProcess => &self.in_process,
+            PublishPath::Http => &self.http,
+        }
+    }
+}
+
+/// `replay_requests_total` by result.
+#[derive(Debug, Clone)]
+pub struct ReplayRequestCounters {
+    /// The position was found: replay follows.
+    pub hit: IntCounter,
+    /// The position is older than the window.
+    pub expired: IntCounter,
+    /// The position is not in the stream.
+    pub unknown: IntCounter,
+}
+
+/// Every metric of one hub.
+#[derive(Debug)]
+pub struct MetricSet {
+    registry: Registry,
+    /// This hub's identity on the status page and `/v1/ops/stats`: a ULID made at start.
+    pub instance_id: String,
+    /// When this hub started, for its uptime.
+    pub started: Instant,
+    /// Open SSE connections.
+    pub connections: IntGauge,
+    /// Orgs (topics) with a running supervisor.
+    pub orgs_active: IntGauge,
+    /// SSE connections accepted.
+    pub connections_opened: IntCounter,
+    /// SSE connections ended or refused, by reason.
+    pub connections_closed: ClosedCounters,
+    /// Events newly stored, by the path they came in on.
+    pub events_published: PublishedCounters,
+    /// Event frames queued for clients, one per client.
+    pub events_delivered: IntCounter,
+    /// Resume requests, by how they resolved.
+    pub replay_requests: ReplayRequestCounters,
+    /// Event frames sent from replay (stream pages and the supervisor's ring).
+    pub replayed_events: IntCounter,
+    /// `realtime.resync` frames queued.
+    pub resyncs: IntCounter,
+    /// Clients disconnected because their queue overflowed.
+    pub slow_disconnects: IntCounter,
+    /// Redis pub/sub or command connections re-established.
+    pub redis_reconnects: IntCounter,
+    /// Supervisor gap fills that delivered at least one event.
+    pub gap_fills: IntCounter,
+    /// Accept (hub validation) to stored (broker acknowledged), in seconds.
+    pub publish_duration: Histogram,
+    /// Envelope timestamp to frame queued for the sockets, in seconds.
+    pub delivery_lag: Histogram,
+    /// Unsent bytes per session, sampled by the supervisors' heartbeat sweep.
+    pub session_queue_bytes: Histogram,
+}
+
+/// A cheap-clone handle to one hub's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics(Arc<MetricSet>);
+
+impl Deref for Metrics {
+    type Target = MetricSet;
+
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const PREFIX: &str = "dashclaw_realtime_";
+
+fn name(short: &str) -> String {
+    format!("{PREFIX}{short}")
+}
+
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> C {
+    // Names are fixed and distinct, so registration can only fail on a programming error.
+    registry
+        .register(Box::new(collector.clone()))
+        .unwrap_or_else(|e| panic!("registering a metric: {e}"));
+    collector
+}
+
+fn counter(registry: &Registry, short: &str, help: &str) -> IntCounter {
+    registered(
+        registry,
+        IntCounter::new(name(short), help).unwrap_or_else(|e| panic!("{short}: {e}")),
+    )
+}
+
+fn gauge(registry: &Registry, short: &str, help: &str) -> IntGauge {
+    registered(
+        registry,
+        IntGauge::new(name(short), help).unwrap_or_else(|e| panic!("{short}: {e}")),
+    )
+}
+
+fn counter_vec(registry: &Registry, short: &str, help: &str, label: &str) -> IntCounterVec {
+    registered(
+        registry,
+        IntCounterVec::new(Opts::new(name(short), help), &[label])
+            .unwrap_or_else(|e| panic!("{short}: {e}")),
+    )
+}
+
+fn histogram(registry: &Registry, short: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    registered(
+        registry,
+        Histogram::with_opts(HistogramOpts::new(name(short), help).buckets(buckets))
+            .unwrap_or_else(|e| panic!("{short}: {e}")),
+    )
+}
+
+fn buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
+    exponential_buckets(start, factor, count).unwrap_or_else(|e| panic!("buckets: {e}"))
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let closed = counter_vec(
+            &r,
+            "connections_closed_total",
+            "SSE connections ended or refused, by reason",
+            "reason",
+        );
+        let published = counter_vec(
+            &r,
+            "events_published_total",
+            "Events newly stored, by the path they came in on",
+            "path",
+        );
+        let replay = counter_vec(
+            &r,
+            "replay_requests_total",
+            "Resume requests (Last-Event-ID), by result",
+            "result",
+        );
+        let set = MetricSet {
+            connections: gauge(&r, "connections", "Open SSE connections on this instance"),
+            orgs_active: gauge(&r, "orgs_active", "Orgs with a running supervisor"),
+            connections_opened: counter(&r, "connections_opened_total", "SSE connections accepted"),
+            connections_closed: ClosedCounters {
+                client: closed.with_label_values(&["client"]),
+                slow: closed.with_label_values(&["slow"]),
+                shutdown: closed.with_label_values(&["shutdown"]),
+                limit: closed.with_label_values(&["limit"]),
+                auth: closed.with_label_values(&["auth"]),
+                backend: closed.with_label_values(&["backend"]),
+            },
+            events_published: PublishedCounters {
+                in_process: published.with_label_values(&["in_process"]),
+                http: published.with_label_values(&["http"]),
+                redis_external: published.with_label_values(&["redis_external"]),
+            },
+            events_delivered: counter(
+                &r,
+                "events_delivered_total",
+                "Event frames written for clients (one per client)",
+            ),
+            replay_requests: ReplayRequestCounters {
+                hit: replay.with_label_values(&["hit"]),
+                expired: replay.with_label_values(&["expired"]),
+                unknown: replay.with_label_values(&["unknown"]),
+            },
+            replayed_events: counter(&r, "replayed_events_total", "Events sent from replay"),
+            resyncs: counter(&r, "resyncs_total", "realtime.resync frames sent"),
+            slow_disconnects: counter(
+                &r,
+                "slow_disconnects_total",
+                "Clients disconnected because their unsent data exceeded the queue bound",
+            ),
+            redis_reconnects: counter(
+                &r,
+                "redis_reconnects_total",
+                "Redis pub/sub or command connections re-established",
+            ),
+            gap_fills: counter(
+                &r,
+                "gap_fills_total",
+                "Gaps filled from the stream (fills that delivered at least one event)",
+            ),
+            publish_duration: histogram(
+                &r,
+                "publish_duration_seconds",
+                "Time from accepting a publish to the backend storing it",
+                buckets(0.0001, 2.0, 16),
+            ),
+            delivery_lag: histogram(
+                &r,
+                "delivery_lag_seconds",
+                "Time from the envelope timestamp to the frame queued for client sockets",
+                buckets(0.0005, 2.0, 16),
+            ),
+            session_queue_bytes: histogram(
+                &r,
+                "session_queue_bytes",
+                "Unsent bytes per session, sampled by the heartbeat sweep",
+                buckets(256.0, 4.0, 9),
+            ),
+            registry: r,
+            instance_id: ulid::Ulid::generate().to_string(),
+            started: Instant::now(),
+        };
+        Self(Arc::new(set))
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for our metric kinds; an error leaves partial text.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_labelled_series_is_present_at_zero() {
+        let metrics = Metrics::new();
+        metrics.connections_opened.inc();
+        let text = metrics.render();
+        for line in [
+            "dashclaw_realtime_connections 0",
+            "dashclaw_realtime_connections_opened_total 1",
+            "dashclaw_realtime_connections_closed_total{reason=\"limit\"} 0",
+            "dashclaw_realtime_events_published_total{path=\"redis_external\"} 0",
+            "dashclaw_realtime_replay_requests_total{result=\"expired\"} 0",
+            "dashclaw_realtime_delivery_lag_seconds_count 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn registries_are_per_hub() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.resyncs.inc();
+        assert!(a.render().contains("dashclaw_realtime_resyncs_total 1"));
+        assert!(b.render().contains("dashclaw_realtime_resyncs_total 0"));
+    }
+}

@@ -1,0 +1,174 @@
+//! The load tool (`dashclaw-realtime-load`) against a real hub: its accounting must come out
+//! exact on a small run (in one process and spread over child processes), and a resume storm
+//! must catch every client up with nothing missing. No timing is asserted.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use common::TestHub;
+
+fn load_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dashclaw-realtime-load")
+}
+
+/// Run the load tool with `args` (plus `--json` and a bounded max duration) and parse its report.
+async fn run_load(args: &[&str]) -> Value {
+    let mut cmd = Command::new(load_bin());
+    cmd.args(args).args(["--json", "--max-duration", "120"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("running the load tool");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "load tool {args:?} exited {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{stdout}\nstderr:\n{stderr}"))
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    path.split('.')
+        .fold(v, |v, k| match k.parse::<usize>() {
+            Ok(i) => &v[i],
+            Err(_) => &v[k],
+        })
+        .as_u64()
+        .unwrap_or_else(|| panic!("{path} is not a number in {v:#}"))
+}
+
+fn assert_exact(report: &Value, clients: u64, expected: u64) {
+    let ctx = format!("{report:#}");
+    assert_eq!(report["ok"], Value::Bool(true), "{ctx}");
+    assert_eq!(report["timed_out"], Value::Bool(false), "{ctx}");
+    assert_eq!(u(report, "connect.connected"), clients, "{ctx}");
+    assert_eq!(u(report, "connect.failed_clients"), 0, "{ctx}");
+    assert_eq!(u(report, "delivery.expected"), expected, "{ctx}");
+    assert_eq!(u(report, "delivery.delivered"), expected, "{ctx}");
+    assert_eq!(u(report, "delivery.unique"), expected, "{ctx}");
+    assert_eq!(u(report, "delivery.missing"), 0, "{ctx}");
+    assert_eq!(u(report, "delivery.duplicates"), 0, "{ctx}");
+    assert_eq!(u(report, "delivery.out_of_order"), 0, "{ctx}");
+    assert_eq!(u(report, "delivery.worst.missing"), 0, "{ctx}");
+    assert_eq!(u(report, "delivery.resyncs"), 0, "{ctx}");
+}
+
+#[tokio::test]
+async fn fanout_counts_every_delivery_exactly() {
+    let hub = TestHub::spawn(&[]).await;
+    let url = hub.base_url();
+    let pid = hub.pid().to_string();
+    // 100 events/s for 2 s over 5 orgs: 40 events per org, 10 clients per org.
+    let report = run_load(&[
+        "fanout",
+        "--url",
+        &url,
+        "--clients",
+        "50",
+        "--orgs",
+        "5",
+        "--rate",
+        "100",
+        "--duration",
+        "2",
+        "--server-pid",
+        &pid,
+        "--source-addrs",
+        "2",
+    ])
+    .await;
+    assert_exact(&report, 50, 50 * 40);
+    assert_eq!(u(&report, "config.processes"), 1);
+    assert_eq!(u(&report, "publish.0.events"), 200, "{report:#}");
+    assert_eq!(u(&report, "latency_ms.count"), 2000, "{report:#}");
+    assert_eq!(u(&report, "connect.time_ms.count"), 50, "{report:#}");
+    assert!(u(&report, "server.rss_idle_bytes") > 0, "{report:#}");
+    assert!(
+        report["server"]["cpu_s_per_million_deliveries"].is_number(),
+        "{report:#}"
+    );
+}
+
+#[tokio::test]
+async fn batched_fanout_over_child_processes_merges_totals() {
+    let hub = TestHub::spawn(&[]).await;
+    let url = hub.base_url();
+    // 50 clients at 20 per process: 3 worker processes (17 + 17 + 16 clients).
+    // 100 events in batches of 5 over 5 orgs: 20 events per org.
+    let report = run_load(&[
+        "fanout",
+        "--url",
+        &url,
+        "--clients",
+        "50",
+        "--orgs",
+        "5",
+        "--rate",
+        "100",
+        "--duration",
+        "1",
+        "--batch",
+        "5",
+        "--per-process",
+        "20",
+        "--source-addrs",
+        "3",
+    ])
+    .await;
+    assert_eq!(u(&report, "config.processes"), 3, "{report:#}");
+    assert_exact(&report, 50, 50 * 20);
+    assert_eq!(u(&report, "publish.0.requests"), 20, "{report:#}");
+    assert_eq!(u(&report, "connect.attempts"), 50, "{report:#}");
+    assert_eq!(u(&report, "connect.time_ms.count"), 50, "{report:#}");
+}
+
+#[tokio::test]
+async fn resume_storm_catches_every_client_up() {
+    let hub = TestHub::spawn(&[]).await;
+    let url = hub.base_url();
+    // 40 events over 4 orgs before the drop (10 per org), then 25 per org while disconnected.
+    let report = run_load(&[
+        "resume-storm",
+        "--url",
+        &url,
+        "--clients",
+        "20",
+        "--orgs",
+        "4",
+        "--rate",
+        "200",
+        "--events",
+        "40",
+        "--behind",
+        "25",
+    ])
+    .await;
+    assert_exact(&report, 20, 20 * (10 + 25));
+    let ctx = format!("{report:#}");
+    assert_eq!(
+        report["resume"]["all_caught_up"],
+        Value::Bool(true),
+        "{ctx}"
+    );
+    assert_eq!(u(&report, "resume.clients_caught_up"), 20, "{ctx}");
+    assert_eq!(u(&report, "resume.catchup_ms.count"), 20, "{ctx}");
+    // Every client connected twice: once at the start and once in the storm.
+    assert_eq!(u(&report, "connect.attempts"), 40, "{ctx}");
+    assert_eq!(u(&report, "publish.1.events"), 100, "{ctx}");
+}
+
+#[tokio::test]
+async fn refuses_non_loopback_targets() {
+    let out = Command::new(load_bin())
+        .args(["fanout", "--url", "http://192.0.2.1:8080", "--clients", "1"])
+        .output()
+        .expect("running the load tool");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("non-loopback"));
+}
