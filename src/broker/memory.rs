@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     BackendHealth, BoxFuture, Broker, BrokerError, LiveMessage, LiveSink, PublishOutcome,
-    Resolution,
+    Resolution, classify_cursor, expired_or_unknown,
 };
 use crate::config::BackendKind;
 use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic, now_ms};
@@ -139,14 +139,7 @@ impl MemoryBroker {
             },
             ResumePosition::Unrecognized(_) => return Resolution::Unknown,
         };
-        match log.last {
-            Some(last) if cursor <= last => {}
-            _ => return Resolution::Unknown,
-        }
-        if cursor.ms < oldest || log.trimmed_through.is_some_and(|t| cursor < t) {
-            return Resolution::Expired;
-        }
-        Resolution::After(cursor)
+        classify_cursor(cursor, log.last, log.trimmed_through, oldest)
     }
 
     fn read_now(&self, topic: &Topic, after: Cursor, limit: usize) -> Vec<Arc<StoredEvent>> {
@@ -165,22 +158,6 @@ impl MemoryBroker {
             .take(limit)
             .cloned()
             .collect()
-    }
-}
-
-/// For positions not found: expired when the id's own timestamp is outside the window.
-pub(crate) fn expired_or_unknown(position: &ResumePosition, oldest_ms: u64) -> Resolution {
-    let stamp_ms = match position {
-        ResumePosition::Cursor(cursor) => Some(cursor.ms),
-        ResumePosition::EventId(id) => id
-            .strip_prefix("evt_")
-            .and_then(|s| ulid::Ulid::from_string(s).ok())
-            .map(|u| u.timestamp_ms()),
-        ResumePosition::Unrecognized(_) => None,
-    };
-    match stamp_ms {
-        Some(ms) if ms < oldest_ms => Resolution::Expired,
-        _ => Resolution::Unknown,
     }
 }
 

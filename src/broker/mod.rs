@@ -78,6 +78,41 @@ impl Resolution {
     }
 }
 
+/// For positions not found: expired when the id's own timestamp is outside the window.
+pub(crate) fn expired_or_unknown(position: &ResumePosition, oldest_ms: u64) -> Resolution {
+    let stamp_ms = match position {
+        ResumePosition::Cursor(cursor) => Some(cursor.ms),
+        ResumePosition::EventId(id) => id
+            .strip_prefix("evt_")
+            .and_then(|s| ulid::Ulid::from_string(s).ok())
+            .map(|u| u.timestamp_ms()),
+        ResumePosition::Unrecognized(_) => None,
+    };
+    match stamp_ms {
+        Some(ms) if ms < oldest_ms => Resolution::Expired,
+        _ => Resolution::Unknown,
+    }
+}
+
+/// Where a stream cursor lands, given the stream's newest entry (`last`) and the newest entry
+/// removed from it (`trimmed_through`): shared by both backends so they resync alike.
+pub(crate) fn classify_cursor(
+    cursor: Cursor,
+    last: Option<Cursor>,
+    trimmed_through: Option<Cursor>,
+    oldest_ms: u64,
+) -> Resolution {
+    match last {
+        Some(last) if cursor <= last => {}
+        // Newer than anything stored: another data set, or the stream lost its data.
+        _ => return Resolution::Unknown,
+    }
+    if cursor.ms < oldest_ms || trimmed_through.is_some_and(|t| cursor < t) {
+        return Resolution::Expired;
+    }
+    Resolution::After(cursor)
+}
+
 /// What a broker hands a subscribed supervisor.
 #[derive(Debug, Clone)]
 pub enum LiveMessage {

@@ -449,26 +449,23 @@ impl Inner {
             ResumePosition::Cursor(cursor) => *cursor,
             ResumePosition::EventId(id) => match self.find_event_id(topic, id).await? {
                 Some(cursor) => cursor,
-                None => return Ok(super::memory::expired_or_unknown(position, oldest)),
+                None => return Ok(super::expired_or_unknown(position, oldest)),
             },
             ResumePosition::Unrecognized(_) => return Ok(Resolution::Unknown),
         };
         let Some(info) = self.stream_info(topic).await? else {
-            return Ok(if cursor.ms < oldest {
-                Resolution::Expired
-            } else {
-                Resolution::Unknown
-            });
+            return Ok(super::expired_or_unknown(
+                &ResumePosition::Cursor(cursor),
+                oldest,
+            ));
         };
-        match info.last {
-            Some(last) if cursor <= last => {}
-            // Newer than anything stored: another data set, or Redis lost its data.
-            _ => return Ok(Resolution::Unknown),
-        }
-        if cursor.ms < oldest || info.max_deleted.is_some_and(|deleted| cursor < deleted) {
-            return Ok(Resolution::Expired);
-        }
-        Ok(Resolution::After(cursor))
+        // `max-deleted-entry-id` covers trimming by any producer (MINID or MAXLEN).
+        Ok(super::classify_cursor(
+            cursor,
+            info.last,
+            info.max_deleted,
+            oldest,
+        ))
     }
 
     async fn publish(

@@ -40,11 +40,20 @@ pub struct SessionSpec {
 
 /// Encodes a stored event as an SSE frame in the given format.
 pub fn encode_event(event: &StoredEvent, format: StreamFormat) -> Bytes {
+    encode_event_with_id(event, format, event.cursor())
+}
+
+/// Encodes a stored event with an explicit `id:` line (`None`: no `id:` line).
+pub fn encode_event_with_id(
+    event: &StoredEvent,
+    format: StreamFormat,
+    id: Option<Cursor>,
+) -> Bytes {
     match format {
-        StreamFormat::V1 => frame::event(event.cursor(), &event.envelope.event, &event.json),
+        StreamFormat::V1 => frame::event(id, &event.envelope.event, &event.json),
         StreamFormat::Legacy => {
             let data = serde_json::to_vec(legacy_projection(&event.envelope)).unwrap_or_default();
-            frame::event(event.cursor(), &event.envelope.event, &data)
+            frame::event(id, &event.envelope.event, &data)
         }
     }
 }

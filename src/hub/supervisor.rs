@@ -19,7 +19,7 @@ use super::messages::{
     Join, JoinOutcome, Leave, Shutdown, StopSupervisor, StreamFormat, SupervisorIdle,
 };
 use super::outbox::{CloseReason, Outbox, PushResult};
-use super::session::{connected_frame, encode_event, resync_frame};
+use super::session::{connected_frame, encode_event, encode_event_with_id, resync_frame};
 use crate::broker::{Broker, LiveMessage, LiveSink, SinkFlags};
 use crate::config::Config;
 use crate::envelope::{Cursor, StoredEvent, Topic, frame, now_ms};
@@ -148,43 +148,12 @@ impl OrgSupervisor {
         {
             return false;
         }
-        let mut queued = 0u64;
-        let v1_frame = encode_event(&event, StreamFormat::V1);
-        let mut legacy_frame: Option<Bytes> = None;
-        let mut dead = Vec::new();
-        for (id, session) in &self.sessions {
-            if let (Some(skip), Some(cursor)) = (session.skip_through, cursor)
-                && cursor <= skip
-            {
-                continue;
-            }
-            if !session.filter.matches(&event.envelope.event) {
-                continue;
-            }
-            let bytes = match session.format {
-                StreamFormat::V1 => v1_frame.clone(),
-                StreamFormat::Legacy => legacy_frame
-                    .get_or_insert_with(|| encode_event(&event, StreamFormat::Legacy))
-                    .clone(),
-            };
-            match push_counted(&session.outbox, bytes, &self.retry_frame, &self.metrics) {
-                PushResult::Queued => queued += 1,
-                PushResult::Overflow => {
-                    info!(topic = %self.topic, session = id, "slow client disconnected");
-                    dead.push(*id);
-                }
-                PushResult::Closed => dead.push(*id),
-            }
-        }
-        for id in dead {
-            self.sessions.remove(&id);
-        }
-        if queued > 0 {
-            // Once per event, not per session: the hot path stays one atomic add.
-            self.metrics.events_delivered.inc_by(queued);
-            let lag_ms = now_ms().saturating_sub(event.published_ms);
-            self.metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
-        }
+        // Sessions that joined ahead of the supervisor already replayed up to `skip_through`.
+        let v1_frame = self.fan_out(
+            &event,
+            cursor,
+            |session| !matches!((session.skip_through, cursor), (Some(skip), Some(c)) if c <= skip),
+        );
         if let Some(cursor) = cursor {
             self.last = cursor;
             self.ring_bytes += v1_frame.len();
@@ -222,33 +191,56 @@ impl OrgSupervisor {
             self.late.pop_front();
         }
         debug!(topic = %self.topic, %cursor, last = %self.last, "late event delivered out of order");
-        let name = &event.envelope.event;
+        // A session whose replay read past this cursor already has the event.
+        self.fan_out(&event, None, |session| {
+            session.read_through.is_none_or(|read| cursor > read)
+        });
+    }
+
+    /// Writes one event to every session that `wants` it and whose filter matches, encoding
+    /// each wire format at most once; prunes closed and overflowing sessions. Returns the v1
+    /// frame (for the ring).
+    fn fan_out(
+        &mut self,
+        event: &StoredEvent,
+        id_line: Option<Cursor>,
+        wants: impl Fn(&SessionEntry) -> bool,
+    ) -> Bytes {
+        let v1_frame = encode_event_with_id(event, StreamFormat::V1, id_line);
+        let mut legacy_frame: Option<Bytes> = None;
         let mut queued = 0u64;
         let mut dead = Vec::new();
         for (id, session) in &self.sessions {
-            // A session whose replay read past this cursor already has the event.
-            if session.read_through.is_some_and(|read| cursor <= read)
-                || !session.filter.matches(name)
-            {
+            if !wants(session) || !session.filter.matches(&event.envelope.event) {
                 continue;
             }
-            let data = match session.format {
-                StreamFormat::V1 => event.json.to_vec(),
-                StreamFormat::Legacy => {
-                    serde_json::to_vec(crate::envelope::legacy_projection(&event.envelope))
-                        .unwrap_or_default()
-                }
+            let bytes = match session.format {
+                StreamFormat::V1 => v1_frame.clone(),
+                StreamFormat::Legacy => legacy_frame
+                    .get_or_insert_with(|| {
+                        encode_event_with_id(event, StreamFormat::Legacy, id_line)
+                    })
+                    .clone(),
             };
-            let bytes = frame::event(None, name, &data);
             match push_counted(&session.outbox, bytes, &self.retry_frame, &self.metrics) {
                 PushResult::Queued => queued += 1,
-                PushResult::Overflow | PushResult::Closed => dead.push(*id),
+                PushResult::Overflow => {
+                    info!(topic = %self.topic, session = id, "slow client disconnected");
+                    dead.push(*id);
+                }
+                PushResult::Closed => dead.push(*id),
             }
         }
         for id in dead {
             self.sessions.remove(&id);
         }
-        self.metrics.events_delivered.inc_by(queued);
+        if queued > 0 {
+            // Once per event, not per session: the hot path stays one atomic add.
+            self.metrics.events_delivered.inc_by(queued);
+            let lag_ms = now_ms().saturating_sub(event.published_ms);
+            self.metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
+        }
+        v1_frame
     }
 
     fn on_live(&mut self, message: LiveMessage, ctx: &mut Context<Self>) {
