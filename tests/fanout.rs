@@ -4,6 +4,8 @@
 #[macro_use]
 mod common;
 
+use common::{cursor_key, str_field};
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -24,24 +26,6 @@ type Headers = Vec<(String, String)>;
 
 /// Upper bound for a client to receive what was published; never a speed expectation.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `<ms>-<seq>` as a comparable pair; panics on anything else.
-fn cursor_key(cursor: &str) -> (u64, u64) {
-    let parse = |s: &str| {
-        s.parse::<u64>()
-            .unwrap_or_else(|e| panic!("cursor {cursor:?} is not <ms>-<seq>: {e}"))
-    };
-    let (ms, seq) = cursor
-        .split_once('-')
-        .unwrap_or_else(|| panic!("cursor {cursor:?} is not <ms>-<seq>"));
-    (parse(ms), parse(seq))
-}
-
-fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("no string {field:?} in {v}"))
-}
 
 /// POSTs `body` to `path` and returns the stored envelopes, insisting on 202.
 async fn publish(hub: &TestHub, path: &str, body: &Value, headers: &[(&str, &str)]) -> Vec<Value> {

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{cursor_key, cursor_of, id_of, str_field};
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,32 +27,6 @@ use dashclaw_realtime::envelope::{OrgId, PublishRequest, Topic, format_timestamp
 
 /// Upper bound for anything the hub should deliver; never a speed expectation.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `<ms>-<seq>` as a comparable pair; panics on anything else.
-fn cursor_key(cursor: &str) -> (u64, u64) {
-    let parse = |s: &str| {
-        s.parse::<u64>()
-            .unwrap_or_else(|e| panic!("cursor {cursor:?} is not <ms>-<seq>: {e}"))
-    };
-    let (ms, seq) = cursor
-        .split_once('-')
-        .unwrap_or_else(|| panic!("cursor {cursor:?} is not <ms>-<seq>"));
-    (parse(ms), parse(seq))
-}
-
-fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("no string {field:?} in {v}"))
-}
-
-fn id_of(env: &Value) -> String {
-    str_field(env, "id").to_string()
-}
-
-fn cursor_of(env: &Value) -> String {
-    str_field(env, "cursor").to_string()
-}
 
 /// A producer-chosen id, so a retried publish can never store the event twice.
 fn fresh_id() -> String {

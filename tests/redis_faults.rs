@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::{cursor_key, str_field};
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,24 +40,6 @@ const FAST: &[(&str, &str)] = &[
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// `<ms>-<seq>` as a comparable pair; panics on anything else.
-fn cursor_key(cursor: &str) -> (u64, u64) {
-    let parse = |s: &str| {
-        s.parse::<u64>()
-            .unwrap_or_else(|e| panic!("cursor {cursor:?} is not <ms>-<seq>: {e}"))
-    };
-    let (ms, seq) = cursor
-        .split_once('-')
-        .unwrap_or_else(|| panic!("cursor {cursor:?} is not <ms>-<seq>"));
-    (parse(ms), parse(seq))
-}
-
-fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("no string {field:?} in {v}"))
-}
 
 async fn redis_backend(persistent: bool) -> Backend {
     let redis = if persistent {

@@ -5,6 +5,8 @@
 #[macro_use]
 mod common;
 
+use common::{cursor_key, cursor_of, id_of, str_field};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,32 +25,6 @@ backend_tests!(
 
 /// Upper bound for anything the hub should deliver; never a speed expectation.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// `<ms>-<seq>` as a comparable pair; panics on anything else.
-fn cursor_key(cursor: &str) -> (u64, u64) {
-    let parse = |s: &str| {
-        s.parse::<u64>()
-            .unwrap_or_else(|e| panic!("cursor {cursor:?} is not <ms>-<seq>: {e}"))
-    };
-    let (ms, seq) = cursor
-        .split_once('-')
-        .unwrap_or_else(|| panic!("cursor {cursor:?} is not <ms>-<seq>"));
-    (parse(ms), parse(seq))
-}
-
-fn str_field<'a>(v: &'a Value, field: &str) -> &'a str {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("no string {field:?} in {v}"))
-}
-
-fn id_of(env: &Value) -> String {
-    str_field(env, "id").to_string()
-}
-
-fn cursor_of(env: &Value) -> String {
-    str_field(env, "cursor").to_string()
-}
 
 /// POSTs one event object or a batch to the org and returns the stored envelopes.
 async fn publish(hub: &TestHub, org: &str, body: &Value) -> Vec<Value> {

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod envelope;
 pub mod http;
 pub mod hub;
 pub mod redis;
@@ -18,6 +19,7 @@ pub mod sse_client;
 
 pub use auth::{jwt_for, make_jwt, now_unix, sha256_hex, write_api_keys_file};
 pub use backend::{Backend, BackendKind};
+pub use envelope::{cursor_key, cursor_of, id_of, str_field};
 pub use http::{
     client, error_code, get, get_json, header_str, metric_sum, metric_value, post_json, post_raw,
     request,
