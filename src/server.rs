@@ -127,7 +127,10 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
         auth: Arc::new(auth),
         metrics,
     });
+    let worker_hub = hub.clone();
     let server = HttpServer::new(move || {
+        // Runs once on each worker thread.
+        worker_hub.register_worker_arbiter();
         App::new()
             .app_data(state.clone())
             .wrap(from_fn(http::cors_middleware))

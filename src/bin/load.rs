@@ -11,6 +11,8 @@
 mod cli;
 #[path = "load/client.rs"]
 mod client;
+#[path = "load/embedded.rs"]
+mod embedded;
 #[path = "load/procfs.rs"]
 mod procfs;
 #[path = "load/publish.rs"]

@@ -130,3 +130,8 @@ pub struct ReadPage {
     /// Page size.
     pub limit: usize,
 }
+
+/// An HTTP worker's arbiter, offered to the hub for placing supervisors.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerArbiter(pub actix::ArbiterHandle);

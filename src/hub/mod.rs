@@ -142,6 +142,9 @@ pub struct Hub {
     config: Arc<Config>,
     supervisors: HashMap<Topic, Addr<OrgSupervisor>>,
     arbiters: Vec<ArbiterHandle>,
+    /// The HTTP workers' own threads, once they registered: supervisors placed there wake
+    /// their sessions' connections without a cross-thread hand-off for half of them.
+    worker_arbiters: Vec<ArbiterHandle>,
     next_arbiter: usize,
     shutting_down: Arc<AtomicBool>,
     metrics: Metrics,
@@ -154,7 +157,15 @@ impl Hub {
         {
             return addr.clone();
         }
-        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        // A stopped worker (server shut down) refuses spawns; fall back to the hub's own.
+        self.worker_arbiters.retain(|a| a.spawn(async {}));
+        let pool = if self.worker_arbiters.is_empty() {
+            &self.arbiters
+        } else {
+            &self.worker_arbiters
+        };
+        let arbiter = pool[self.next_arbiter % pool.len()].clone();
+        let arbiter = &arbiter;
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         let (topic_c, broker, hub, config, metrics) = (
             topic.clone(),
@@ -254,6 +265,14 @@ impl Handler<PublishVia> for Hub {
     }
 }
 
+impl Handler<messages::WorkerArbiter> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: messages::WorkerArbiter, _ctx: &mut Self::Context) {
+        self.worker_arbiters.push(msg.0);
+    }
+}
+
 impl Handler<GetSupervisor> for Hub {
     type Result = Result<Addr<OrgSupervisor>, HubError>;
 
@@ -322,6 +341,7 @@ impl HubHandle {
             config: config.clone(),
             supervisors: HashMap::new(),
             arbiters,
+            worker_arbiters: Vec::new(),
             next_arbiter: 0,
             shutting_down: shutting_down.clone(),
             metrics: metrics.clone(),
@@ -385,6 +405,12 @@ impl HubHandle {
         outcomes
             .pop()
             .ok_or_else(|| HubError::Backend(BrokerError::Protocol("empty publish result".into())))
+    }
+
+    /// Offers the current thread's arbiter (an HTTP worker's) for placing supervisors.
+    pub fn register_worker_arbiter(&self) {
+        self.hub
+            .do_send(messages::WorkerArbiter(Arbiter::current()));
     }
 
     /// Opens a stream: counts it, queues the `retry:` hint, and starts its session.

@@ -127,6 +127,12 @@ pub struct Opts {
     /// Server process to measure (RSS, CPU); repeatable, figures are summed.
     #[arg(long = "server-pid")]
     pub server_pids: Vec<u32>,
+    /// Run the hub inside this process (configured by the same REALTIME_* / REDIS_URL environment
+    /// as `dashclaw-realtime`, auth off, port 0 unless REALTIME_BIND is set) and publish through
+    /// `HubHandle::publish` instead of HTTP; clients still subscribe over loopback TCP. --url and
+    /// --publish-url are ignored and --server-pid defaults to this process.
+    #[arg(long)]
+    pub embed_hub: bool,
     /// Print the report as JSON (and no progress bar).
     #[arg(long)]
     pub json: bool,

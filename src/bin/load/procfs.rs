@@ -8,6 +8,9 @@ pub struct ProcSample {
     pub pid: u32,
     /// VmRSS in bytes.
     pub rss_bytes: u64,
+    /// Proportional set size in bytes (shared pages divided among the processes sharing them, so
+    /// summing over nginx's workers does not count its shared memory zone twice); 0 if unknown.
+    pub pss_bytes: u64,
     /// utime + stime in seconds.
     pub cpu_s: f64,
 }
@@ -27,6 +30,15 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
     })
 }
 
+/// `Pss:` (kB) from the text of /proc/PID/smaps_rollup, in bytes.
+pub fn parse_pss(smaps_rollup: &str) -> Option<u64> {
+    smaps_rollup.lines().find_map(|l| {
+        let v = l.strip_prefix("Pss:")?.trim();
+        let kb: u64 = v.strip_suffix("kB").unwrap_or(v).trim().parse().ok()?;
+        Some(kb * 1024)
+    })
+}
+
 /// utime + stime (clock ticks) from the text of /proc/PID/stat (fields 14 and 15; the command
 /// name in parentheses may contain spaces, so fields are counted after the last `)`).
 pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
@@ -41,9 +53,14 @@ pub fn sample(pid: u32) -> Result<ProcSample, String> {
         .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
+    let pss_bytes = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| parse_pss(&t))
+        .unwrap_or(0);
     Ok(ProcSample {
         pid,
         rss_bytes: parse_vm_rss(&status).ok_or_else(|| format!("no VmRSS for pid {pid}"))?,
+        pss_bytes,
         cpu_s: parse_stat_ticks(&stat).ok_or_else(|| format!("bad /proc/{pid}/stat"))? as f64
             / ticks_per_second(),
     })
@@ -59,6 +76,7 @@ pub fn sample_all(pids: &[u32]) -> Option<ProcSample> {
         match sample(pid) {
             Ok(s) => {
                 total.rss_bytes += s.rss_bytes;
+                total.pss_bytes += s.pss_bytes;
                 total.cpu_s += s.cpu_s;
             }
             Err(e) => {
@@ -81,6 +99,11 @@ mod tests {
             Some(12345 * 1024)
         );
         assert_eq!(parse_vm_rss("Name: x\n"), None);
+        assert_eq!(
+            parse_pss("Rss:  900 kB\nPss:   700 kB\nPss_Anon: 600 kB\n"),
+            Some(700 * 1024)
+        );
+        assert_eq!(parse_pss("Rss: 1 kB\n"), None);
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1000 1 1";
         assert_eq!(parse_stat_ticks(stat), Some(300));
         assert_eq!(parse_stat_ticks("garbage"), None);

@@ -15,8 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 
+use dashclaw_realtime::hub::HubHandle;
+
 use crate::cli::Target;
 use crate::client::wall_us;
+use crate::embedded;
 
 /// A keep-alive HTTP/1.1 connection.
 struct HttpConn {
@@ -169,6 +172,8 @@ pub struct Publisher {
     pub next_seq: Arc<Vec<AtomicU64>>,
     /// Events accepted so far (for progress).
     pub accepted: Arc<AtomicU64>,
+    /// `--embed-hub`: publish through this handle instead of HTTP.
+    pub in_process: Option<HubHandle>,
 }
 
 /// One publishing run.
@@ -305,6 +310,22 @@ impl Publisher {
             if self.batch > 1 {
                 body.push(']');
             }
+            out.requests += 1;
+            if let Some(hub) = &self.in_process {
+                match embedded::publish(hub, org, &body, self.batch > 1).await {
+                    Ok(accepted) => {
+                        out.events += accepted;
+                        self.accepted.fetch_add(accepted, Relaxed);
+                    }
+                    Err(e) => {
+                        out.failed_requests += 1;
+                        out.failed_events += n;
+                        *out.errors.entry(e).or_default() += 1;
+                    }
+                }
+                out.elapsed_s = start.elapsed().as_secs_f64();
+                continue;
+            }
             let path = self.path.render(&Vars {
                 org,
                 seq: first,
@@ -312,7 +333,6 @@ impl Publisher {
             });
             let t = j % self.targets.len();
             let conn = conns[t].get_or_insert_with(|| HttpConn::new(self.targets[t].clone()));
-            out.requests += 1;
             let mut result = Err(String::new());
             for _attempt in 0..3 {
                 result = conn

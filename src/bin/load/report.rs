@@ -110,6 +110,10 @@ pub struct ServerReport {
     /// After every client connected and sat idle.
     pub rss_idle_bytes: u64,
     pub rss_per_idle_connection_bytes: f64,
+    pub pss_before_bytes: u64,
+    pub pss_idle_bytes: u64,
+    /// Like the RSS figure, from proportional set sizes (fair for multi-process servers).
+    pub pss_per_idle_connection_bytes: f64,
     pub cpu_s: f64,
     pub cpu_window_s: f64,
     pub cpu_s_per_million_deliveries: Option<f64>,
@@ -298,6 +302,15 @@ impl Report {
                     mib(v.rss_idle_bytes),
                     mib(v.rss_end_bytes),
                     v.rss_per_idle_connection_bytes
+                ),
+            );
+            row(
+                "server pss",
+                format!(
+                    "before {:.1} MiB  idle {:.1} MiB  => {:.0} B per idle connection",
+                    mib(v.pss_before_bytes),
+                    mib(v.pss_idle_bytes),
+                    v.pss_per_idle_connection_bytes
                 ),
             );
             row(

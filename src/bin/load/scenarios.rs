@@ -13,6 +13,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::cli::{Command, Opts, Target, parse_headers};
 use crate::client::wall_us;
+use crate::embedded::EmbeddedHub;
 use crate::procfs::{ProcSample, sample_all};
 use crate::publish::{Outcome, Publisher, Run};
 use crate::report::{
@@ -108,6 +109,20 @@ pub async fn run(command: &Command) -> Result<Report, String> {
         return Err("not a scenario".into());
     };
     validate(opts)?;
+    let embedded = if opts.embed_hub {
+        Some(EmbeddedHub::start()?)
+    } else {
+        None
+    };
+    let mut opts = opts.clone();
+    if let Some(e) = &embedded {
+        opts.urls = vec![format!("http://{}", e.addr)];
+        opts.publish_urls.clear();
+        if opts.server_pids.is_empty() {
+            opts.server_pids.push(std::process::id());
+        }
+    }
+    let opts = &opts;
     let targets: Vec<Target> = opts
         .urls
         .iter()
@@ -183,6 +198,7 @@ pub async fn run(command: &Command) -> Result<Report, String> {
         connections: opts.publishers,
         next_seq: Arc::new((0..opts.orgs).map(|_| AtomicU64::new(0)).collect()),
         accepted: Arc::new(AtomicU64::new(0)),
+        in_process: embedded.map(|e| e.hub),
     };
     let mut r = Runner {
         opts: opts.clone(),
@@ -377,6 +393,9 @@ impl Runner {
                 rss_before_bytes: b.rss_bytes,
                 rss_idle_bytes: i.rss_bytes,
                 rss_per_idle_connection_bytes: per_conn(b.rss_bytes, i.rss_bytes, connected.joined),
+                pss_before_bytes: b.pss_bytes,
+                pss_idle_bytes: i.pss_bytes,
+                pss_per_idle_connection_bytes: per_conn(b.pss_bytes, i.pss_bytes, connected.joined),
                 ..ServerReport::default()
             }),
             _ => None,
@@ -425,6 +444,9 @@ impl Runner {
                     srv.rss_idle_bytes = end.rss_bytes;
                     srv.rss_per_idle_connection_bytes =
                         per_conn(srv.rss_before_bytes, end.rss_bytes, connected.joined);
+                    srv.pss_idle_bytes = end.pss_bytes;
+                    srv.pss_per_idle_connection_bytes =
+                        per_conn(srv.pss_before_bytes, end.pss_bytes, connected.joined);
                 }
             }
             "burst" if self.remaining() => {
