@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use common::TestHub;
+use common::{Resp, TestHub, TestRedis};
 
 fn load_bin() -> &'static str {
     env!("CARGO_BIN_EXE_dashclaw-realtime-load")
@@ -16,8 +16,14 @@ fn load_bin() -> &'static str {
 
 /// Run the load tool with `args` (plus `--json` and a bounded max duration) and parse its report.
 async fn run_load(args: &[&str]) -> Value {
+    run_load_env(args, &[]).await
+}
+
+/// [`run_load`] with extra environment variables.
+async fn run_load_env(args: &[&str], env: &[(&str, &str)]) -> Value {
     let mut cmd = Command::new(load_bin());
     cmd.args(args).args(["--json", "--max-duration", "120"]);
+    cmd.envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .expect("join")
@@ -161,6 +167,57 @@ async fn resume_storm_catches_every_client_up() {
     // Every client connected twice: once at the start and once in the storm.
     assert_eq!(u(&report, "connect.attempts"), 40, "{ctx}");
     assert_eq!(u(&report, "publish.1.events"), 100, "{ctx}");
+}
+
+/// `--embed-hub` on the Redis backend: the hub runs inside the load tool and events go in
+/// through `HubHandle::publish` (batches of 5), clients still over TCP; every delivery exact.
+#[tokio::test]
+async fn embedded_hub_publishes_in_process_into_redis() {
+    let redis = TestRedis::spawn().await;
+    let redis_url = redis.url();
+    // 100 events over 4 orgs (25 per org, as 5 batches of 5), 5 clients per org.
+    let report = run_load_env(
+        &[
+            "fanout",
+            "--embed-hub",
+            "--clients",
+            "20",
+            "--orgs",
+            "4",
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+            "--batch",
+            "5",
+        ],
+        &[
+            ("REALTIME_BACKEND", "redis"),
+            ("REDIS_URL", &redis_url),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await;
+    assert_exact(&report, 20, 20 * 25);
+    assert_eq!(u(&report, "publish.0.events"), 100, "{report:#}");
+    assert_eq!(u(&report, "publish.0.requests"), 20, "{report:#}");
+    // The measured server is the load tool's own process.
+    assert!(u(&report, "server.pids.0") > 0, "{report:#}");
+    let url = report["config"]["urls"][0].as_str().unwrap_or_default();
+    assert!(url.starts_with("http://127.0.0.1:"), "{report:#}");
+    // The events really went through Redis: 4 org streams hold 25 entries each.
+    let Resp::Array(Some(keys)) = redis.cmd(&["KEYS", "*:stream"]).await else {
+        panic!("KEYS did not answer an array");
+    };
+    let mut total = 0;
+    for key in keys {
+        let key = key.text().expect("key name");
+        match redis.cmd(&["XLEN", &key]).await {
+            Resp::Int(n) => total += n,
+            other => panic!("XLEN {key} answered {other:?}"),
+        }
+    }
+    assert_eq!(total, 100, "{report:#}");
 }
 
 #[tokio::test]

@@ -523,7 +523,10 @@ async fn connected_after_replay_counts(backend: Backend) {
 }
 
 async fn replay_larger_than_a_page(backend: Backend) {
-    const COUNT: usize = 1200;
+    // More than the supervisor's ring of recent events (2,048), so the resume cannot be served
+    // from the ring alone: the session reads stream pages of 256, then joins, and the ring
+    // hands over the rest.
+    const COUNT: usize = 3000;
     let hub = backend.hub(&[]).await;
     let org = unique_org("resume_pages");
     let stored = publish_many(&hub, &org, COUNT, 200, |_| "action.created").await;

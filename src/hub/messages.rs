@@ -81,6 +81,9 @@ pub struct Join {
     pub after: Option<Cursor>,
     /// Events already written from the stream, for the connected frame.
     pub replayed: usize,
+    /// `after` is the client's own cursor, not checked against the stream: join only if the
+    /// ring proves it (inside `(floor, last]` and the window), else answer `Behind`.
+    pub unverified: bool,
 }
 
 /// The supervisor's answer to [`Join`].

@@ -161,9 +161,50 @@ impl JoinPlan {
         }
     }
 
+    /// Asks the hub for the topic's current supervisor.
+    async fn supervisor(&self) -> Result<Addr<OrgSupervisor>, CloseReason> {
+        match self.hub.send(GetSupervisor(self.spec.topic.clone())).await {
+            Ok(Ok(addr)) => Ok(addr),
+            Ok(Err(HubError::ShuttingDown)) | Err(_) => Err(CloseReason::Shutdown),
+            Ok(Err(_)) => Err(CloseReason::Backend),
+        }
+    }
+
+    /// A cursor the supervisor's ring still covers is served from the ring in one message,
+    /// without a stream lookup or read: this is what a reconnect storm after a short drop
+    /// mostly is. `None`: the ring cannot prove it; take the stream path.
+    async fn join_from_ring(
+        &self,
+        cursor: Cursor,
+    ) -> Result<Option<Addr<OrgSupervisor>>, CloseReason> {
+        let supervisor = self.supervisor().await?;
+        let join = Join {
+            session_id: self.session_id,
+            outbox: self.outbox.clone(),
+            filter: self.filter.clone(),
+            format: self.spec.format,
+            after: Some(cursor),
+            replayed: 0,
+            unverified: true,
+        };
+        match supervisor.send(join).await {
+            Ok(JoinOutcome::Joined) => {
+                self.metrics.replay_requests.hit.inc();
+                Ok(Some(supervisor))
+            }
+            Ok(JoinOutcome::Closed) => Err(CloseReason::Client),
+            Ok(JoinOutcome::Behind) | Ok(JoinOutcome::Retry) | Err(_) => Ok(None),
+        }
+    }
+
     async fn run(self) -> Result<Addr<OrgSupervisor>, CloseReason> {
         let mut after = None;
         let mut replayed = 0usize;
+        if let Some(ResumePosition::Cursor(cursor)) = self.spec.resume
+            && let Some(supervisor) = self.join_from_ring(cursor).await?
+        {
+            return Ok(supervisor);
+        }
         if let Some(position) = self.spec.resume.clone() {
             let resolution = self
                 .reader
@@ -206,11 +247,7 @@ impl JoinPlan {
                 after = Some(newest);
                 exhausted = empty;
             }
-            let supervisor = match self.hub.send(GetSupervisor(self.spec.topic.clone())).await {
-                Ok(Ok(addr)) => addr,
-                Ok(Err(HubError::ShuttingDown)) | Err(_) => return Err(CloseReason::Shutdown),
-                Ok(Err(_)) => return Err(CloseReason::Backend),
-            };
+            let supervisor = self.supervisor().await?;
             let join = Join {
                 session_id: self.session_id,
                 outbox: self.outbox.clone(),
@@ -218,6 +255,7 @@ impl JoinPlan {
                 format: self.spec.format,
                 after,
                 replayed,
+                unverified: false,
             };
             match supervisor.send(join).await {
                 Ok(JoinOutcome::Joined) => return Ok(supervisor),

@@ -450,6 +450,22 @@ impl StreamHandler<LiveMessage> for OrgSupervisor {
     }
 }
 
+impl OrgSupervisor {
+    /// Whether a client's cursor can be served from the ring alone: it lies in
+    /// `[ring_floor, last]`, so it is neither newer than the stream nor trimmed, and it is
+    /// inside the replay window (the stream path would call an older one expired).
+    fn ring_proves(&self, after: Option<Cursor>) -> bool {
+        let Some(after) = after else {
+            return false;
+        };
+        let oldest_ms = now_ms().saturating_sub(self.config.window_ms());
+        self.last != Cursor::default()
+            && after >= self.ring_floor
+            && after <= self.last
+            && after.ms >= oldest_ms
+    }
+}
+
 impl Handler<Join> for OrgSupervisor {
     type Result = MessageResult<Join>;
 
@@ -463,6 +479,9 @@ impl Handler<Join> for OrgSupervisor {
         }
         if self.retiring {
             return MessageResult(JoinOutcome::Retry);
+        }
+        if join.unverified && !self.ring_proves(join.after) {
+            return MessageResult(JoinOutcome::Behind);
         }
         let mut handed_over = 0usize;
         let skip_through = match join.after {
