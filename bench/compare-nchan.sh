@@ -233,7 +233,7 @@ rows = [
     ("fanout", "server CPU-s per million deliveries", lambda r: get(r, "server.cpu_s_per_million_deliveries"), "lower"),
     ("burst", "saturation deliveries/s", lambda r: get(r, "burst.saturation_deliveries_per_s"), "higher"),
     ("burst", "published events/s", lambda r: get(r, "burst.published_events_per_s"), "higher"),
-    ("burst", "drain (s)", lambda r: get(r, "burst.drain_s"), "lower"),
+    ("burst", "drain (s)", lambda r: get(r, "burst.drain_s"), None),
     ("burst", "missing + duplicate", lambda r: (get(r,'delivery.missing') or 0) + (get(r,'delivery.duplicates') or 0), None),
     ("resume-storm", "all caught up (s)", lambda r: get(r, "resume.caught_up_s"), "lower"),
     ("resume-storm", "clients caught up", lambda r: f"{get(r,'resume.clients_caught_up')}/{get(r,'config.clients')}", None),

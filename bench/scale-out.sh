@@ -8,14 +8,17 @@
 #   TARGET=nchan bash bench/scale-out.sh     # the same clients against nginx + Nchan, 6 workers
 #
 # Environment: INSTANCES (6), CLIENTS (100000), ORGS (100), RATE (100), DURATION (30 s),
-# CONNECT_RATE (5000), SOURCE_ADDRS (5), BACKEND (redis; memory only makes sense with one
+# CONNECT_RATE (2500), REQUEST_TIMEOUT_MS (30000), SOURCE_ADDRS (5), BACKEND (redis; memory only makes sense with one
 # instance), OUT (report file; default a temp file). Every server is started here on a free
 # loopback port and stopped by pid at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 : "${TARGET:=hub}" "${INSTANCES:=6}" "${CLIENTS:=100000}" "${ORGS:=100}" "${RATE:=100}"
-: "${DURATION:=30}" "${CONNECT_RATE:=5000}" "${SOURCE_ADDRS:=5}" "${BACKEND:=redis}"
+: "${DURATION:=30}" "${CONNECT_RATE:=2500}" "${SOURCE_ADDRS:=5}" "${BACKEND:=redis}"
+# With 2 saturated cores a client may take longer than actix's default 5 s to send its request
+# head after connecting (nginx waits 60 s by default); give it the time instead of answering 408.
+: "${REQUEST_TIMEOUT_MS:=30000}"
 log() { printf '[scale-out] %s\n' "$*" >&2; }
 
 for dep in redis-server python3; do
@@ -33,7 +36,8 @@ WORK=$(mktemp -d /tmp/scale-out.XXXXXX)
 OUT=${OUT:-$WORK/report.json}
 PIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    # Servers first, Redis last (it was started first).
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -59,6 +63,7 @@ if [[ $TARGET == hub ]]; then
     for i in $(seq 1 "$INSTANCES"); do
         REALTIME_BACKEND=$BACKEND REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
             REALTIME_BIND="127.0.0.1:$PORT" REALTIME_REUSE_PORT=true RUST_LOG=warn \
+            REALTIME_REQUEST_TIMEOUT_MS=$REQUEST_TIMEOUT_MS \
             "$HUB_BIN" >"$WORK/hub-$i.log" 2>&1 &
         PIDS+=("$!")
         SERVER_PIDS+=("$!")

@@ -182,6 +182,10 @@ pub struct Settings {
     #[arg(long, env = "REALTIME_REDIS_TIMEOUT_MS", default_value = "2000",
           value_parser = positive_u64("REALTIME_REDIS_TIMEOUT_MS"))]
     pub redis_timeout_ms: u64,
+    /// Milliseconds a new connection has to send its request head (HTTP 408 after).
+    #[arg(long, env = "REALTIME_REQUEST_TIMEOUT_MS", default_value = "5000",
+          value_parser = positive_u64("REALTIME_REQUEST_TIMEOUT_MS"))]
+    pub request_timeout_ms: u64,
     /// `text` or `json` log lines.
     #[arg(long, env = "REALTIME_LOG_FORMAT", default_value = "text", value_parser = enum_setting::<LogFormat>("REALTIME_LOG_FORMAT"))]
     pub log_format: LogFormat,
@@ -246,6 +250,8 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// How long a peer may accept no data before the kernel drops the connection.
     pub send_timeout: Duration,
+    /// Time a new connection has to send its request head.
+    pub request_timeout: Duration,
 }
 
 impl Default for Config {
@@ -269,6 +275,7 @@ impl Default for Config {
             replay_page_size: 256,
             redis_timeout: Duration::from_secs(2),
             send_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -305,6 +312,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(settings.shutdown_grace_seconds),
             redis_timeout: Duration::from_millis(settings.redis_timeout_ms),
             send_timeout: Duration::from_secs(settings.send_timeout_seconds),
+            request_timeout: Duration::from_millis(settings.request_timeout_ms),
             ..Self::default()
         })
     }

@@ -121,6 +121,7 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let per_worker = config.max_connections.saturating_add(64);
     let grace = config.shutdown_grace;
+    let request_timeout = config.request_timeout;
     let hub = HubHandle::start(config, broker, metrics.clone());
     let state = web::Data::new(AppState {
         hub: hub.clone(),
@@ -141,6 +142,7 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
     .workers(workers)
     .backlog(4096)
     .max_connections(per_worker)
+    .client_request_timeout(request_timeout)
     .disable_signals()
     .shutdown_timeout(grace.as_secs())
     .listen(listener)

@@ -842,3 +842,43 @@ async fn half_closed_sockets() {
     }
     assert_responsive(&hub, "half-closed sockets").await;
 }
+
+/// `REALTIME_REQUEST_TIMEOUT_MS` is the time a new connection has to send its request head:
+/// with 60 s, a head sent after 6 s (longer than actix's 5-s default) still opens its stream;
+/// with 1 s, a connection that sends nothing is answered 408 and closed.
+#[tokio::test]
+async fn request_timeout_setting_bounds_the_wait_for_a_request_head() {
+    let org = unique_org("request_timeout");
+    let head = format!("GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    let patient = memory_hub(&[("REALTIME_REQUEST_TIMEOUT_MS", "60000")]).await;
+    let mut late = TcpStream::connect(patient.addr()).await.expect("connect");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    late.write_all(head.as_bytes()).await.expect("late head");
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + T;
+    while !String::from_utf8_lossy(&reply).contains("realtime.connected") {
+        let n = tokio::time::timeout_at(deadline, late.read(&mut buf))
+            .await
+            .expect("stream opens after a late head")
+            .expect("read");
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+
+    let strict = memory_hub(&[("REALTIME_REQUEST_TIMEOUT_MS", "1000")]).await;
+    let mut silent = TcpStream::connect(strict.addr()).await.expect("connect");
+    let mut reply = Vec::new();
+    tokio::time::timeout(T, silent.read_to_end(&mut reply))
+        .await
+        .expect("the hub closes a silent connection")
+        .expect("read");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+}
