@@ -4,7 +4,7 @@
 #[macro_use]
 mod common;
 
-use common::{cursor_key, str_field};
+use common::{assert_same_ids, cursor_key, delivered_envelope, str_field};
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -12,9 +12,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use common::{
-    Backend, SseClient, SseEvent, TestHub, error_code, jwt_for, post_json, secs, unique_org,
-};
+use common::{Backend, SseClient, TestHub, error_code, jwt_for, post_json, secs, unique_org};
 
 backend_tests!(
     fan_out_exactly_once_in_order,
@@ -39,50 +37,6 @@ async fn publish(hub: &TestHub, path: &str, body: &Value, headers: &[(&str, &str
         (Value::Object(_), out @ Value::Object(_)) => vec![out],
         (_, other) => panic!("POST {path} {body}: answer shape does not match: {other}"),
     }
-}
-
-/// Checks one delivered event frame against the contract and returns its envelope.
-fn delivered_envelope(ev: &SseEvent, org: &str) -> Value {
-    assert!(ev.had_id_field, "event frame without an id: line: {ev:?}");
-    let env = ev.json();
-    assert_eq!(str_field(&env, "org_id"), org, "wrong org in {env}");
-    assert_eq!(
-        str_field(&env, "event"),
-        ev.event,
-        "event: line vs envelope {env}"
-    );
-    assert_eq!(
-        str_field(&env, "cursor"),
-        ev.last_event_id,
-        "id: line must be the envelope's cursor: {env}"
-    );
-    env
-}
-
-/// Asserts `got` is exactly `want` (ids in order), explaining the first difference.
-fn assert_same_ids(label: &str, got: &[String], want: &[String]) {
-    if got == want {
-        return;
-    }
-    let mut seen = HashSet::new();
-    let duplicates: Vec<&String> = got.iter().filter(|id| !seen.insert(*id)).collect();
-    let got_set: HashSet<&String> = got.iter().collect();
-    let want_set: HashSet<&String> = want.iter().collect();
-    let missing: Vec<&&String> = want_set.difference(&got_set).collect();
-    let extra: Vec<&&String> = got_set.difference(&want_set).collect();
-    let first_diff = got.iter().zip(want).position(|(g, w)| g != w);
-    panic!(
-        "{label}: got {} events, want {}; first difference at {first_diff:?}; \
-         {} duplicates {:?}; {} missing {:?}; {} foreign {:?}",
-        got.len(),
-        want.len(),
-        duplicates.len(),
-        duplicates.iter().take(5).collect::<Vec<_>>(),
-        missing.len(),
-        missing.iter().take(5).collect::<Vec<_>>(),
-        extra.len(),
-        extra.iter().take(5).collect::<Vec<_>>()
-    );
 }
 
 /// Opens a stream and waits for its `realtime.connected`, which must come first

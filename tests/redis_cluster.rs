@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cursor_key, cursor_of, id_of, str_field};
+use common::{assert_same_ids, cursor_key, cursor_of, delivered_envelope, id_of};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -57,24 +57,6 @@ async fn publish(base: &str, org: &str, body: &Value) -> Vec<Value> {
     }
 }
 
-/// Checks one delivered event frame against the contract and returns its envelope.
-fn delivered(ev: &SseEvent, org: &str) -> Value {
-    assert!(ev.had_id_field, "event frame without an id: line: {ev:?}");
-    let env = ev.json();
-    assert_eq!(str_field(&env, "org_id"), org, "wrong org in {env}");
-    assert_eq!(
-        str_field(&env, "event"),
-        ev.event,
-        "event: vs envelope {env}"
-    );
-    assert_eq!(
-        str_field(&env, "cursor"),
-        ev.last_event_id,
-        "id: line must be the envelope's cursor: {env}"
-    );
-    env
-}
-
 fn assert_connected(ev: &SseEvent, org: &str, backend: &str, replayed: u64) {
     assert_eq!(
         ev.event, "realtime.connected",
@@ -97,30 +79,6 @@ async fn open_live(base: &str, org: &str) -> SseClient {
     let ev = c.expect_event(DELIVERY_TIMEOUT).await;
     assert_connected(&ev, org, "redis", 0);
     c
-}
-
-/// Asserts `got` is exactly `want`, explaining the first difference.
-fn assert_same_ids(label: &str, got: &[String], want: &[String]) {
-    if got == want {
-        return;
-    }
-    let mut seen = HashSet::new();
-    let dups: Vec<&String> = got.iter().filter(|id| !seen.insert(*id)).collect();
-    let missing: Vec<&String> = want.iter().filter(|id| !got.contains(id)).collect();
-    let first_diff = got
-        .iter()
-        .zip(want)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(want.len()));
-    let from = first_diff.saturating_sub(3);
-    panic!(
-        "{label}: got {} ids, want {}; duplicates {dups:?}; missing {missing:?}; first \
-         difference at {first_diff}\n got[{from}..]: {:?}\nwant[{from}..]: {:?}",
-        got.len(),
-        want.len(),
-        &got[from.min(got.len())..(from + 8).min(got.len())],
-        &want[from.min(want.len())..(from + 8).min(want.len())],
-    );
 }
 
 fn assert_strictly_increasing(label: &str, cursors: &[String]) {
@@ -469,7 +427,7 @@ async fn three_instances_fan_out_exactly_once() {
             got.len(),
             EVENTS_PER_ORG + 1
         );
-        let envs: Vec<Value> = got.iter().map(|ev| delivered(ev, org)).collect();
+        let envs: Vec<Value> = got.iter().map(|ev| delivered_envelope(ev, org)).collect();
         let cursors: Vec<String> = envs.iter().map(cursor_of).collect();
         assert_strictly_increasing(&label, &cursors);
         let ids: Vec<String> = envs[..EVENTS_PER_ORG].iter().map(id_of).collect();
@@ -528,7 +486,7 @@ async fn read_resumed(c: &mut SseClient, org: &str, count: usize, label: &str) -
                 replayed = Some(events.len());
             }
             "realtime.resync" => panic!("{label}: unexpected resync {ev:?}"),
-            _ => events.push(delivered(&ev, org)),
+            _ => events.push(delivered_envelope(&ev, org)),
         }
     }
     events
@@ -556,7 +514,7 @@ async fn resume_round(hubs: &[TestHub; 3], form: ResumeForm) {
         .collect_events(5, DELIVERY_TIMEOUT)
         .await
         .iter()
-        .map(|ev| delivered(ev, &org))
+        .map(|ev| delivered_envelope(ev, &org))
         .collect();
     assert_same_ids(
         &format!("{form:?}: first client on instance 1"),
@@ -636,7 +594,7 @@ async fn resume_round(hubs: &[TestHub; 3], form: ResumeForm) {
         .collect_events(5 + MORE, DELIVERY_TIMEOUT)
         .await
         .iter()
-        .map(|ev| delivered(ev, &org))
+        .map(|ev| delivered_envelope(ev, &org))
         .collect();
     let mut all_want: Vec<String> = before.iter().map(id_of).collect();
     all_want.extend(want.iter().cloned());
@@ -660,7 +618,7 @@ async fn resume_round(hubs: &[TestHub; 3], form: ResumeForm) {
         assert_strictly_increasing(&label, &events.iter().map(cursor_of).collect::<Vec<_>>());
         let next = c.expect_event(DELIVERY_TIMEOUT).await;
         assert_eq!(
-            id_of(&delivered(&next, &org)),
+            id_of(&delivered_envelope(&next, &org)),
             id_of(&sentinel[0]),
             "{label}: nothing after the sequence but the sentinel"
         );
@@ -881,8 +839,8 @@ async fn node_format_interop() {
 
     let got = live.collect_events(4, DELIVERY_TIMEOUT).await;
     assert_eq!(got.len(), 4, "live client; raw:\n{}", live.raw_text());
-    assert_eq!(delivered(&got[0], &org), n0);
-    assert_eq!(delivered(&got[1], &org), n1);
+    assert_eq!(delivered_envelope(&got[0], &org), n0);
+    assert_eq!(delivered_envelope(&got[1], &org), n1);
     assert_eq!(got[2].event, "agent.heartbeat");
     assert!(
         !got[2].had_id_field,
@@ -894,7 +852,7 @@ async fn node_format_interop() {
         n2,
         "cursor-less message delivered as published"
     );
-    assert_eq!(delivered(&got[3], &org), n3);
+    assert_eq!(delivered_envelope(&got[3], &org), n3);
 
     // Resume from N0 by cursor and by the Node id (no idempotency key: the hub scans).
     for position in [cursor_of(&n0), id_of(&n0)] {
@@ -902,7 +860,10 @@ async fn node_format_interop() {
         let (connected, replayed) = events.split_last().expect("connected");
         assert_connected(connected, &org, "redis", 2);
         assert_eq!(connected.json()["cursor"], n3["cursor"], "latest cursor");
-        let replayed: Vec<Value> = replayed.iter().map(|e| delivered(e, &org)).collect();
+        let replayed: Vec<Value> = replayed
+            .iter()
+            .map(|e| delivered_envelope(e, &org))
+            .collect();
         assert_eq!(
             replayed,
             vec![n1.clone(), n3.clone()],
@@ -926,7 +887,11 @@ async fn node_format_interop() {
     )
     .await;
     let next = live.expect_event(DELIVERY_TIMEOUT).await;
-    assert_eq!(delivered(&next, &org), sentinel, "foreign message leaked");
+    assert_eq!(
+        delivered_envelope(&next, &org),
+        sentinel,
+        "foreign message leaked"
+    );
 
     // Hub-published events land in Redis in the wire format.
     let mut sub = raw_subscribe(redis.port(), &channel_key(&org)).await;
@@ -987,7 +952,7 @@ async fn node_format_interop() {
     }
     for want in &stored {
         let ev = live.expect_event(DELIVERY_TIMEOUT).await;
-        assert_eq!(&delivered(&ev, &org), want);
+        assert_eq!(&delivered_envelope(&ev, &org), want);
     }
 
     // An entry older than the window that is still in the stream is never replayed.
@@ -1043,7 +1008,7 @@ async fn node_format_interop() {
         let sentinel = publish(&base, &old_org, &json!({"event": "sentinel.done"})).await;
         let next = c.expect_event(DELIVERY_TIMEOUT).await;
         assert_eq!(
-            id_of(&delivered(&next, &old_org)),
+            id_of(&delivered_envelope(&next, &old_org)),
             id_of(&sentinel[0]),
             "only live events after the resync (from {position})"
         );
@@ -1087,7 +1052,7 @@ async fn node_format_interop() {
     .await;
     let next = gap_live.expect_event(DELIVERY_TIMEOUT).await;
     assert_eq!(
-        delivered(&next, &gap_org),
+        delivered_envelope(&next, &gap_org),
         sentinel,
         "an entry older than the window was delivered by the gap fill"
     );
@@ -1319,7 +1284,11 @@ async fn many_orgs_few_redis_connections() {
     for &k in &picked {
         let org = &orgs[k];
         let ev = clients[k].next_event(org).await;
-        assert_eq!(&delivered(&ev, org), &published[&k], "client of {org}");
+        assert_eq!(
+            &delivered_envelope(&ev, org),
+            &published[&k],
+            "client of {org}"
+        );
     }
 }
 
@@ -1371,14 +1340,17 @@ async fn same_api_roundtrip(backend: Backend, org: &str) -> Vec<String> {
         .collect_events(3, DELIVERY_TIMEOUT)
         .await
         .iter()
-        .map(|e| delivered(e, org))
+        .map(|e| delivered_envelope(e, org))
         .collect();
     assert_eq!(got, stored, "{}: live", backend.name());
 
     let (mut resumed, events) = resume_until_connected(&base, org, &cursor_of(&stored[0])).await;
     let (connected, replayed) = events.split_last().expect("connected");
     assert_connected(connected, org, backend.name(), 2);
-    let replayed: Vec<Value> = replayed.iter().map(|e| delivered(e, org)).collect();
+    let replayed: Vec<Value> = replayed
+        .iter()
+        .map(|e| delivered_envelope(e, org))
+        .collect();
     assert_eq!(replayed, stored[1..].to_vec(), "{}: replay", backend.name());
 
     let last = publish(
@@ -1390,7 +1362,7 @@ async fn same_api_roundtrip(backend: Backend, org: &str) -> Vec<String> {
     for client in [&mut live, &mut resumed] {
         let ev = client.expect_event(DELIVERY_TIMEOUT).await;
         assert_eq!(
-            delivered(&ev, org),
+            delivered_envelope(&ev, org),
             last[0],
             "{}: live after",
             backend.name()
@@ -1449,7 +1421,7 @@ async fn out_of_order_node_publishes_are_not_lost() {
 
     let got = live.collect_events(3, DELIVERY_TIMEOUT).await;
     assert_eq!(got.len(), 3, "raw:\n{}", live.raw_text());
-    assert_eq!(delivered(&got[0], &org), *b);
+    assert_eq!(delivered_envelope(&got[0], &org), *b);
     assert_eq!(got[0].last_event_id, cursor_of(b));
     assert_eq!(got[1].json(), *a, "the late event is delivered");
     assert!(!got[1].had_id_field, "a late event carries no id: line");

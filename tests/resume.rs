@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use common::{cursor_key, cursor_of, id_of, str_field};
+use common::{assert_same_ids, cursor_key, cursor_of, delivered_envelope, id_of, str_field};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,24 +59,6 @@ async fn publish_many(
     stored
 }
 
-/// Checks one delivered event frame and returns its envelope.
-fn delivered_envelope(ev: &SseEvent, org: &str) -> Value {
-    assert!(ev.had_id_field, "event frame without an id: line: {ev:?}");
-    let env = ev.json();
-    assert_eq!(str_field(&env, "org_id"), org, "wrong org in {env}");
-    assert_eq!(
-        str_field(&env, "event"),
-        ev.event,
-        "event: line vs envelope {env}"
-    );
-    assert_eq!(
-        str_field(&env, "cursor"),
-        ev.last_event_id,
-        "id: line must be the envelope's cursor: {env}"
-    );
-    env
-}
-
 /// Asserts a control frame of type `name` without an `id:` line; returns its data.
 fn control(ev: &SseEvent, name: &str) -> Value {
     assert_eq!(ev.event, name, "expected {name}, got {ev:?}");
@@ -107,33 +89,6 @@ async fn read_replay(client: &mut SseClient, org: &str) -> (Vec<Value>, Value) {
     }
     let replay = replay.iter().map(|e| delivered_envelope(e, org)).collect();
     (replay, control(last, "realtime.connected"))
-}
-
-/// Asserts `got` is exactly `want` (ids in order), explaining the first difference.
-fn assert_same_ids(label: &str, got: &[String], want: &[String]) {
-    if got == want {
-        return;
-    }
-    let first_diff = got
-        .iter()
-        .zip(want)
-        .position(|(g, w)| g != w)
-        .unwrap_or(got.len().min(want.len()));
-    let around = |v: &[String]| -> Vec<String> {
-        v.iter()
-            .skip(first_diff.saturating_sub(2))
-            .take(5)
-            .cloned()
-            .collect()
-    };
-    panic!(
-        "{label}: got {} events, want {}; first difference at index {first_diff}: \
-         got {:?} want {:?}",
-        got.len(),
-        want.len(),
-        around(got),
-        around(want)
-    );
 }
 
 /// How a reconnecting client states its position.

@@ -19,7 +19,7 @@ pub mod sse_client;
 
 pub use auth::{jwt_for, make_jwt, now_unix, sha256_hex, write_api_keys_file};
 pub use backend::{Backend, BackendKind};
-pub use envelope::{cursor_key, cursor_of, id_of, str_field};
+pub use envelope::{assert_same_ids, cursor_key, cursor_of, delivered_envelope, id_of, str_field};
 pub use http::{
     client, error_code, get, get_json, header_str, metric_sum, metric_value, post_json, post_raw,
     request,
