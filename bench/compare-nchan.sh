@@ -30,66 +30,16 @@ fi
 : "${SCENARIOS:=idle fanout burst resume-storm}"
 : "${NGINX_WORKERS:=2}"
 
-log() { printf '[compare-nchan] %s\n' "$*" >&2; }
-
-# --- dependencies ------------------------------------------------------------------------------
-need=()
-[[ -x /usr/sbin/nginx ]] || need+=(nginx)
-[[ -e /usr/lib/nginx/modules/ngx_nchan_module.so ]] || need+=(libnginx-mod-nchan)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-cli >/dev/null || need+=(redis-tools)
-command -v python3 >/dev/null || need+=(python3)
-if ((${#need[@]})); then
-    log "installing ${need[*]} from Debian"
-    # Keep the package scripts from starting a system nginx on port 80.
-    made_policy=0
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}"
-    ((made_policy)) && rm -f /usr/sbin/policy-rc.d
-fi
-
-log "building the hub and the load tool (release)"
-cargo build --release --quiet --bin dashclaw-realtime --bin dashclaw-realtime-load
-HUB_BIN=$PWD/target/release/dashclaw-realtime
-LOAD=$PWD/target/release/dashclaw-realtime-load
+LOG_PREFIX=compare-nchan
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+install_bench_deps
+build_release
 
 WORK=$(mktemp -d /tmp/compare-nchan.XXXXXX)
 OUT=${OUT:-$WORK/reports}
 mkdir -p "$OUT"
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    log "nothing listens on port $1"
-    return 1
-}
-stop_pid() {
-    kill "$1" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
-    kill -9 "$1" 2>/dev/null || true
-}
-
-# --- our own redis-server ----------------------------------------------------------------------
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$WORK" --logfile "$WORK/redis.log" &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-wait_port "$REDIS_PORT"
+start_redis "$WORK"
 
 # --- servers -----------------------------------------------------------------------------------
 # start_<kind> PORT sets SERVER_PIDS (the pids the load tool measures) and STOP_PID.
@@ -102,62 +52,6 @@ start_hub() { # backend port
     PIDS+=("$STOP_PID")
     wait_port "$port"
     SERVER_PIDS=("$STOP_PID")
-}
-
-start_nchan() { # store port
-    local store=$1 port=$2 dir=$WORK/nginx-$1
-    mkdir -p "$dir/logs" "$dir/tmp"
-    local redis_conf=""
-    if [[ $store == redis ]]; then
-        redis_conf="nchan_redis_url \"redis://127.0.0.1:$REDIS_PORT\"; nchan_use_redis on;"
-    fi
-    # The equivalent of our setup: one EventSource channel per org, a 10-minute message buffer
-    # (large enough for the resume storm), newest-first subscription like our live join.
-    cat >"$dir/nginx.conf" <<EOF
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes $NGINX_WORKERS;
-worker_rlimit_nofile 19900;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 19800; multi_accept on; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    keepalive_requests 1000000;
-    nchan_max_reserved_memory 512M;
-    server {
-        listen 127.0.0.1:$port backlog=4096;
-        location ~ ^/sub/([\w-]+)\$ {
-            nchan_subscriber eventsource;
-            nchan_channel_id \$1;
-            nchan_subscriber_first_message newest;
-            $redis_conf
-        }
-        location ~ ^/pub/([\w-]+)\$ {
-            nchan_publisher;
-            nchan_channel_id \$1;
-            nchan_message_timeout 10m;
-            nchan_message_buffer_length 20000;
-            $redis_conf
-        }
-    }
-}
-EOF
-    /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/logs/stdout.log" 2>&1 &
-    STOP_PID=$!
-    PIDS+=("$STOP_PID")
-    wait_port "$port"
-    local workers=()
-    for _ in $(seq 1 50); do
-        mapfile -t workers < <(pgrep -P "$STOP_PID" || true)
-        ((${#workers[@]} >= NGINX_WORKERS)) && break
-        sleep 0.1
-    done
-    SERVER_PIDS=("$STOP_PID" "${workers[@]}")
 }
 
 # --- scenarios ---------------------------------------------------------------------------------
@@ -180,8 +74,8 @@ run_one() { # target scenario
     if [[ $kind == hub ]]; then
         start_hub "$backend" "$port"
     else
-        start_nchan "$backend" "$port"
-        tmpl=(--stream-path '/sub/{org}' --publish-path '/pub/{org}' --ready-event '')
+        start_nchan "$WORK/nginx-$backend" "$port" "$NGINX_WORKERS" "$backend"
+        tmpl=("${NCHAN_TEMPLATE_ARGS[@]}")
     fi
     local pid_args=()
     for p in "${SERVER_PIDS[@]}"; do pid_args+=(--server-pid "$p"); done

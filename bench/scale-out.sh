@@ -19,43 +19,15 @@ cd "$(dirname "$0")/.."
 # With 2 saturated cores a client may take longer than actix's default 5 s to send its request
 # head after connecting (nginx waits 60 s by default); give it the time instead of answering 408.
 : "${REQUEST_TIMEOUT_MS:=30000}"
-log() { printf '[scale-out] %s\n' "$*" >&2; }
+LOG_PREFIX=scale-out
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+install_bench_deps
+build_release
 
-for dep in redis-server python3; do
-    command -v "$dep" >/dev/null || { log "$dep is missing (bench/compare-nchan.sh installs it)"; exit 2; }
-done
-if [[ $TARGET == nchan && ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]]; then
-    log "nginx + Nchan missing: run bench/compare-nchan.sh once (it installs them)"
-    exit 2
-fi
-
-cargo build --release --quiet --bin dashclaw-realtime --bin dashclaw-realtime-load
-HUB_BIN=$PWD/target/release/dashclaw-realtime
-LOAD=$PWD/target/release/dashclaw-realtime-load
 WORK=$(mktemp -d /tmp/scale-out.XXXXXX)
 OUT=${OUT:-$WORK/report.json}
-PIDS=()
-cleanup() {
-    # Servers first, Redis last (it was started first).
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    log "nothing listens on port $1"
-    return 1
-}
-
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --maxclients 10000 --dir "$WORK" --logfile "$WORK/redis.log" &
-PIDS+=("$!")
-wait_port "$REDIS_PORT"
+start_redis "$WORK"
 
 PORT=$(free_port)
 SERVER_PIDS=()
@@ -71,53 +43,15 @@ if [[ $TARGET == hub ]]; then
     wait_port "$PORT"
     sleep 1
 else
-    dir=$WORK/nginx
-    mkdir -p "$dir/logs" "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes $INSTANCES;
-worker_rlimit_nofile 19900;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 19800; multi_accept on; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    keepalive_requests 1000000;
-    nchan_max_reserved_memory 1024M;
-    server {
-        listen 127.0.0.1:$PORT backlog=4096 reuseport;
-        location ~ ^/sub/([\w-]+)\$ {
-            nchan_subscriber eventsource;
-            nchan_channel_id \$1;
-            nchan_subscriber_first_message newest;
-        }
-        location ~ ^/pub/([\w-]+)\$ {
-            nchan_publisher;
-            nchan_channel_id \$1;
-            nchan_message_timeout 10m;
-            nchan_message_buffer_length 2000;
-        }
-    }
-}
-EOF
-    /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >"$dir/logs/stdout.log" 2>&1 &
-    master=$!
-    PIDS+=("$master")
-    wait_port "$PORT"
+    NCHAN_RESERVED_MEMORY=1024M NCHAN_BUFFER_LENGTH=2000 \
+        start_nchan "$WORK/nginx" "$PORT" "$INSTANCES" memory reuseport
     sleep 1
-    mapfile -t workers < <(pgrep -P "$master" || true)
-    SERVER_PIDS=("$master" "${workers[@]}")
 fi
 
 pid_args=()
 for p in "${SERVER_PIDS[@]}"; do pid_args+=(--server-pid "$p"); done
 tmpl=()
-[[ $TARGET == nchan ]] && tmpl=(--stream-path '/sub/{org}' --publish-path '/pub/{org}' --ready-event '')
+[[ $TARGET == nchan ]] && tmpl=("${NCHAN_TEMPLATE_ARGS[@]}")
 log "$TARGET: $INSTANCES instance(s) on port $PORT; fanout $CLIENTS clients, $ORGS orgs, $RATE ev/s, $DURATION s"
 status=0
 "$LOAD" fanout --url "http://127.0.0.1:$PORT" -n "$CLIENTS" -m "$ORGS" -r "$RATE" -d "$DURATION" \
