@@ -1,18 +1,20 @@
 //! Benchmarks through the real actors and a real redis-server: supervisor fan-out of one event
 //! to 10,000 in-process sessions, and the Redis publish script (pipelined, single and batched).
 //!
-//! Run: `cargo bench --bench hub` (spawns its own `redis-server` on a free port; the Redis
-//! benches are skipped with a message when `redis-server` is not installed).
+//! Run: `cargo bench --bench hub` (spawns its own `redis-server` on a free port through the
+//! integration tests' harness, `tests/common/redis.rs`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::hint::black_box;
-use std::net::TcpListener;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
+use common::TestRedis;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dashclaw_realtime::broker::{Broker, MemoryBroker, RedisBroker};
 use dashclaw_realtime::config::{BackendKind, Config};
@@ -106,62 +108,16 @@ fn supervisor_fan_out(c: &mut Criterion) {
     black_box(&bodies);
 }
 
-/// A redis-server of our own on a free port, stopped on drop.
-struct OwnRedis {
-    child: Child,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn spawn() -> Option<OwnRedis> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .ok()?
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(OwnRedis { child, port })
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The publish script (idempotency key, XADD MINID ~, PUBLISH) through `RedisBroker`, with
 /// many calls in flight on its one multiplexed connection, and as batches of 100.
 fn redis_publish(c: &mut Criterion) {
-    let Some(redis) = OwnRedis::spawn() else {
-        eprintln!("redis-server not available: skipping the Redis publish benches");
-        return;
-    };
     let system = actix_web::rt::System::new();
+    // The integration tests' own redis-server harness: a free port, no persistence, killed on
+    // drop.
+    let redis = system.block_on(TestRedis::spawn());
     let config = Config {
         backend: BackendKind::Redis,
-        redis_url: Some(format!("redis://127.0.0.1:{}", redis.port)),
+        redis_url: Some(redis.url()),
         ..Config::default()
     };
     let broker = system.block_on(async {
