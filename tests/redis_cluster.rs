@@ -464,17 +464,22 @@ enum ResumeForm {
 
 /// Reads a resumed stream until `count` events: replay, `realtime.connected`, then live.
 /// Returns the envelopes and the `replayed` count the connected frame must carry.
-async fn read_resumed(c: &mut SseClient, org: &str, count: usize, label: &str) -> Vec<Value> {
+/// Reads a resumed stream up to and including the event named `sentinel.done`, which the
+/// test publishes after everything else: the replay may already reach it (a resumer that
+/// starts late replays the whole sequence and the sentinel), or it may arrive live. Returns
+/// the envelopes before the sentinel, and the sentinel. `realtime.connected` must appear
+/// exactly once, counting the events before it.
+async fn read_resumed(c: &mut SseClient, org: &str, label: &str) -> (Vec<Value>, Value) {
     let mut events = Vec::new();
     let mut replayed = None;
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    while events.len() < count || replayed.is_none() {
+    loop {
         let ev = c
             .next_event(deadline.saturating_duration_since(Instant::now()))
             .await
             .unwrap_or_else(|| {
                 panic!(
-                    "{label}: got {} of {count} events (connected: {replayed:?}); raw:\n{}",
+                    "{label}: got {} events and no sentinel (connected: {replayed:?}); raw:\n{}",
                     events.len(),
                     c.raw_text()
                 )
@@ -486,10 +491,18 @@ async fn read_resumed(c: &mut SseClient, org: &str, count: usize, label: &str) -
                 replayed = Some(events.len());
             }
             "realtime.resync" => panic!("{label}: unexpected resync {ev:?}"),
+            "sentinel.done" => {
+                let sentinel = delivered_envelope(&ev, org);
+                if replayed.is_none() {
+                    // The sentinel came from the replay: connected follows it.
+                    let next = c.expect_event(DELIVERY_TIMEOUT).await;
+                    assert_connected(&next, org, "redis", events.len() as u64 + 1);
+                }
+                return (events, sentinel);
+            }
             _ => events.push(delivered_envelope(&ev, org)),
         }
     }
-    events
 }
 
 async fn resume_round(hubs: &[TestHub; 3], form: ResumeForm) {
@@ -579,8 +592,7 @@ async fn resume_round(hubs: &[TestHub; 3], form: ResumeForm) {
         resumers.push(tokio::spawn(async move {
             let mut c = SseClient::connect_ok(&url, &[("Last-Event-ID", position.as_str())]).await;
             let label = format!("{form:?}: resumer {r} on instance 2");
-            let events = read_resumed(&mut c, &org, MORE, &label).await;
-            (c, events)
+            read_resumed(&mut c, &org, &label).await
         }));
     }
     let mut after = Vec::with_capacity(MORE);
@@ -611,14 +623,13 @@ async fn resume_round(hubs: &[TestHub; 3], form: ResumeForm) {
     )
     .await;
     for (r, resumer) in resumers.into_iter().enumerate() {
-        let (mut c, events) = resumer.await.expect("resumer task panicked");
+        let (events, last) = resumer.await.expect("resumer task panicked");
         let label = format!("{form:?}: resumer {r} on instance 2");
         let ids: Vec<String> = events.iter().map(id_of).collect();
         assert_same_ids(&label, &ids, &want);
         assert_strictly_increasing(&label, &events.iter().map(cursor_of).collect::<Vec<_>>());
-        let next = c.expect_event(DELIVERY_TIMEOUT).await;
         assert_eq!(
-            id_of(&delivered_envelope(&next, &org)),
+            id_of(&last),
             id_of(&sentinel[0]),
             "{label}: nothing after the sequence but the sentinel"
         );
