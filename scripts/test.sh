@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
 
 # Every test spawns its own redis-server on a free port; none uses a shared one.
-cargo test --all-targets --no-fail-fast "$@"
+cargo test --workspace --all-targets --no-fail-fast "$@"

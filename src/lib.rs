@@ -11,7 +11,6 @@ pub mod error;
 pub mod filter;
 pub mod http;
 pub mod hub;
-pub mod loadgen;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;

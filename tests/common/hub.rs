@@ -12,9 +12,25 @@ use tokio::time::Instant;
 
 use super::http::{get, shared_client};
 
-/// Path of the binary under test.
+/// Path of the binary under test: Cargo names it for the server crate's own tests; the load
+/// crate's tests (which include this harness by path) find it beside their own binary, in the
+/// same target directory, built by the same `cargo test --workspace`.
 pub fn bin_path() -> &'static str {
-    env!("CARGO_BIN_EXE_dashclaw-realtime")
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(path) = option_env!("CARGO_BIN_EXE_dashclaw-realtime") {
+            return path.to_owned();
+        }
+        let sibling = option_env!("CARGO_BIN_EXE_dashclaw-realtime-load")
+            .map(|load| Path::new(load).with_file_name("dashclaw-realtime"))
+            .unwrap_or_else(|| panic!("no hub binary known to this test crate"));
+        assert!(
+            sibling.exists(),
+            "{} is missing: run the tests with `cargo test --workspace`",
+            sibling.display()
+        );
+        sibling.display().to_string()
+    })
 }
 
 /// A port that was free a moment ago on 127.0.0.1 (bind :0, read, drop).

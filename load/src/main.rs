@@ -7,21 +7,13 @@
 //! Above `--per-process` clients it runs child processes of itself (`worker`, hidden), each
 //! holding a shard of the clients and answering JSON-line commands on stdin/stdout.
 
-#[path = "load/cli.rs"]
 mod cli;
-#[path = "load/client.rs"]
 mod client;
-#[path = "load/embedded.rs"]
 mod embedded;
-#[path = "load/procfs.rs"]
 mod procfs;
-#[path = "load/publish.rs"]
 mod publish;
-#[path = "load/report.rs"]
 mod report;
-#[path = "load/scenarios.rs"]
 mod scenarios;
-#[path = "load/shard.rs"]
 mod shard;
 
 use std::process::ExitCode;

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use dashclaw_realtime::loadgen::hist::Histogram;
-use dashclaw_realtime::loadgen::seq::SeqCounts;
+use dashclaw_realtime_load::hist::Histogram;
+use dashclaw_realtime_load::seq::SeqCounts;
 use serde::Serialize;
 
 use crate::publish::Outcome;

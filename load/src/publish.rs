@@ -8,9 +8,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use dashclaw_realtime::loadgen::chunked::ChunkedDecoder;
-use dashclaw_realtime::loadgen::http::{BodyFraming, parse_response_head};
-use dashclaw_realtime::loadgen::template::{Template, Vars};
+use dashclaw_realtime_load::chunked::ChunkedDecoder;
+use dashclaw_realtime_load::http::{BodyFraming, parse_response_head};
+use dashclaw_realtime_load::template::{Template, Vars};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};

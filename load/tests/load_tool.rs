@@ -2,6 +2,7 @@
 //! exact on a small run (in one process and spread over child processes), and a resume storm
 //! must catch every client up with nothing missing. No timing is asserted.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;

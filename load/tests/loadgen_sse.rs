@@ -1,11 +1,12 @@
-//! The load tool's compact SSE parser (`dashclaw_realtime::loadgen::sse`) against the harness's
+//! The load tool's compact SSE parser (`dashclaw_realtime_load::sse`) against the harness's
 //! WHATWG-exact parser (`tests/common/sse.rs`): same items for the same bytes, however the
 //! stream is split into chunks.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
-use dashclaw_realtime::loadgen::chunked::ChunkedDecoder;
-use dashclaw_realtime::loadgen::sse::{Item, SseParser as LoadParser};
+use dashclaw_realtime_load::chunked::ChunkedDecoder;
+use dashclaw_realtime_load::sse::{Item, SseParser as LoadParser};
 use proptest::prelude::*;
 
 use common::{SseEvent, SseItem, SseParser};

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashclaw_realtime::loadgen::hist::{AtomicHistogram, Histogram};
-use dashclaw_realtime::loadgen::seq::SeqCounts;
-use dashclaw_realtime::loadgen::template::{Template, Vars};
+use dashclaw_realtime_load::hist::{AtomicHistogram, Histogram};
+use dashclaw_realtime_load::seq::SeqCounts;
+use dashclaw_realtime_load::template::{Template, Vars};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use dashclaw_realtime::loadgen::chunked::ChunkedDecoder;
-use dashclaw_realtime::loadgen::http::{BodyFraming, parse_response_head};
-use dashclaw_realtime::loadgen::seq::{Seen, SeqCounts, SeqTracker};
-use dashclaw_realtime::loadgen::sse::{Item, SseParser};
-use dashclaw_realtime::loadgen::template::extract_load_fields;
+use dashclaw_realtime_load::chunked::ChunkedDecoder;
+use dashclaw_realtime_load::http::{BodyFraming, parse_response_head};
+use dashclaw_realtime_load::seq::{Seen, SeqCounts, SeqTracker};
+use dashclaw_realtime_load::sse::{Item, SseParser};
+use dashclaw_realtime_load::template::extract_load_fields;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;

@@ -42,7 +42,7 @@ impl EmbeddedHub {
         thread::Builder::new()
             .name("embedded-hub".into())
             .spawn(move || {
-                actix_web::rt::System::new().block_on(async move {
+                actix_rt::System::new().block_on(async move {
                     match server::start(config, Auth::off()) {
                         Ok(running) => {
                             let _ = ready_tx.send(Ok((running.addr, running.hub.clone())));

@@ -1,4 +1,4 @@
-//! Building blocks of the `dashclaw-realtime-load` tool (`src/bin/load.rs`), kept in the library
+//! Building blocks of the `dashclaw-realtime-load` tool (`src/main.rs`), kept in this library
 //! so they are unit-tested on their own and usable from tests and benches:
 //!
 //! - [`sse`]: a compact, allocation-light incremental WHATWG event-stream parser;
