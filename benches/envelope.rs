@@ -9,9 +9,10 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dashclaw_realtime::broker::{Broker, MemoryBroker};
 use dashclaw_realtime::envelope::{
-    Cursor, NewEvent, OrgId, PublishRequest, StoredEvent, Topic, frame, now_ms,
+    Cursor, NewEvent, OrgId, PublishRequest, StoredEvent, Topic, now_ms,
 };
 use dashclaw_realtime::hub::outbox::{Outbox, drain_now};
+use dashclaw_realtime::sse as frame;
 use serde_json::json;
 
 fn topic() -> Topic {

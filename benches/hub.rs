@@ -20,8 +20,9 @@ use dashclaw_realtime::broker::{Broker, MemoryBroker, RedisBroker};
 use dashclaw_realtime::config::{BackendKind, Config};
 use dashclaw_realtime::envelope::{NewEvent, OrgId, PublishRequest, Topic, now_ms};
 use dashclaw_realtime::filter::EventFilter;
-use dashclaw_realtime::hub::{HubHandle, SessionBody, SessionSpec, StreamFormat};
+use dashclaw_realtime::hub::{HubHandle, SessionBody, SessionSpec};
 use dashclaw_realtime::metrics::Metrics;
+use dashclaw_realtime::sse::StreamFormat;
 use futures_util::future::join_all;
 use serde_json::json;
 

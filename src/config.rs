@@ -1,12 +1,13 @@
-//! Settings: each is an environment variable and a flag of `dashclaw-realtime serve`.
+//! Settings: each is an environment variable and a flag of `dashclaw-realtime serve`,
+//! declared once, on [`Config`] itself: clap parses straight into the runtime config.
 //!
-//! Parsing errors name both the flag and the variable and make clap exit with code 2.
+//! Parsing errors name the variable and make clap exit with code 2.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, FromArgMatches, ValueEnum};
 
 /// Which broker carries events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,6 +56,16 @@ fn positive_u64(env: &'static str) -> impl Fn(&str) -> Result<u64, String> + Clo
         Ok(v) if v > 0 => Ok(v),
         _ => Err(format!("{env} must be a positive integer, got {raw:?}")),
     }
+}
+
+fn seconds(env: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    let positive = positive_u64(env);
+    move |raw| positive(raw).map(Duration::from_secs)
+}
+
+fn millis(env: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    let positive = positive_u64(env);
+    move |raw| positive(raw).map(Duration::from_millis)
 }
 
 fn at_least(env: &'static str, min: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
@@ -114,9 +125,10 @@ fn redis_url(raw: &str) -> Result<String, String> {
     }
 }
 
-/// Every setting of `serve`, as parsed from flags and environment.
+/// The runtime configuration: every setting of `serve`, parsed from flags and environment
+/// (and the few internal knobs tests and embedders may change).
 #[derive(Debug, Clone, Args)]
-pub struct Settings {
+pub struct Config {
     /// `memory` or `redis`; flipping back to `memory` is the rollback.
     #[arg(long, env = "REALTIME_BACKEND", default_value = "memory", value_parser = enum_setting::<BackendKind>("REALTIME_BACKEND"))]
     pub backend: BackendKind,
@@ -124,9 +136,9 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
     pub redis_url: Option<String>,
     /// Replay window in seconds.
-    #[arg(long, env = "REALTIME_REPLAY_WINDOW_SECONDS", default_value = "600",
-          value_parser = positive_u64("REALTIME_REPLAY_WINDOW_SECONDS"))]
-    pub replay_window_seconds: u64,
+    #[arg(long = "replay-window-seconds", env = "REALTIME_REPLAY_WINDOW_SECONDS",
+          default_value = "600", value_parser = seconds("REALTIME_REPLAY_WINDOW_SECONDS"))]
+    pub replay_window: Duration,
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "REALTIME_KEY_PREFIX", default_value = "dashclaw", value_parser = key_prefix)]
     pub key_prefix: String,
@@ -134,9 +146,9 @@ pub struct Settings {
     #[arg(long, env = "REALTIME_BIND", default_value = "127.0.0.1:8080", value_parser = bind_addr)]
     pub bind: SocketAddr,
     /// Seconds of stream silence before a `: heartbeat` comment.
-    #[arg(long, env = "REALTIME_HEARTBEAT_SECONDS", default_value = "15",
-          value_parser = positive_u64("REALTIME_HEARTBEAT_SECONDS"))]
-    pub heartbeat_seconds: u64,
+    #[arg(long = "heartbeat-seconds", env = "REALTIME_HEARTBEAT_SECONDS", default_value = "15",
+          value_parser = seconds("REALTIME_HEARTBEAT_SECONDS"))]
+    pub heartbeat: Duration,
     /// The `retry:` hint sent to clients, in milliseconds.
     #[arg(long, env = "REALTIME_RETRY_MS", default_value = "3000",
           value_parser = positive_u64("REALTIME_RETRY_MS"))]
@@ -155,9 +167,9 @@ pub struct Settings {
           value_parser = at_least("REALTIME_MAX_PAYLOAD_BYTES", 512))]
     pub max_payload_bytes: usize,
     /// Open SSE connections allowed on this instance (default: open-file limit - 256).
-    #[arg(long, env = "REALTIME_MAX_CONNECTIONS",
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS", default_value_t = default_max_connections(),
           value_parser = at_least("REALTIME_MAX_CONNECTIONS", 1))]
-    pub max_connections: Option<usize>,
+    pub max_connections: usize,
     /// Open SSE connections allowed per org on this instance.
     #[arg(long, env = "REALTIME_MAX_CONNECTIONS_PER_ORG", default_value = "50000",
           value_parser = at_least("REALTIME_MAX_CONNECTIONS_PER_ORG", 1))]
@@ -171,24 +183,30 @@ pub struct Settings {
           value_parser = at_least("REALTIME_SESSION_QUEUE_BYTES", 4096))]
     pub session_queue_bytes: usize,
     /// Seconds allowed for draining at shutdown.
-    #[arg(long, env = "REALTIME_SHUTDOWN_GRACE_SECONDS", default_value = "10",
-          value_parser = positive_u64("REALTIME_SHUTDOWN_GRACE_SECONDS"))]
-    pub shutdown_grace_seconds: u64,
+    #[arg(long = "shutdown-grace-seconds", env = "REALTIME_SHUTDOWN_GRACE_SECONDS",
+          default_value = "10", value_parser = seconds("REALTIME_SHUTDOWN_GRACE_SECONDS"))]
+    pub shutdown_grace: Duration,
     /// Seconds a peer may accept no data before its connection is dropped (TCP_USER_TIMEOUT).
-    #[arg(long, env = "REALTIME_SEND_TIMEOUT_SECONDS", default_value = "30",
-          value_parser = positive_u64("REALTIME_SEND_TIMEOUT_SECONDS"))]
-    pub send_timeout_seconds: u64,
+    #[arg(long = "send-timeout-seconds", env = "REALTIME_SEND_TIMEOUT_SECONDS",
+          default_value = "30", value_parser = seconds("REALTIME_SEND_TIMEOUT_SECONDS"))]
+    pub send_timeout: Duration,
     /// Redis connect and response timeout in milliseconds (replay pages are sized to fit).
-    #[arg(long, env = "REALTIME_REDIS_TIMEOUT_MS", default_value = "2000",
-          value_parser = positive_u64("REALTIME_REDIS_TIMEOUT_MS"))]
-    pub redis_timeout_ms: u64,
+    #[arg(long = "redis-timeout-ms", env = "REALTIME_REDIS_TIMEOUT_MS", default_value = "2000",
+          value_parser = millis("REALTIME_REDIS_TIMEOUT_MS"))]
+    pub redis_timeout: Duration,
     /// Milliseconds a new connection has to send its request head (HTTP 408 after).
-    #[arg(long, env = "REALTIME_REQUEST_TIMEOUT_MS", default_value = "5000",
-          value_parser = positive_u64("REALTIME_REQUEST_TIMEOUT_MS"))]
-    pub request_timeout_ms: u64,
+    #[arg(long = "request-timeout-ms", env = "REALTIME_REQUEST_TIMEOUT_MS",
+          default_value = "5000", value_parser = millis("REALTIME_REQUEST_TIMEOUT_MS"))]
+    pub request_timeout: Duration,
     /// `text` or `json` log lines.
     #[arg(long, env = "REALTIME_LOG_FORMAT", default_value = "text", value_parser = enum_setting::<LogFormat>("REALTIME_LOG_FORMAT"))]
     pub log_format: LogFormat,
+    /// How long an org supervisor without sessions lingers before it stops.
+    #[arg(skip = Duration::from_secs(30))]
+    pub supervisor_idle: Duration,
+    /// Events per replay page.
+    #[arg(skip = 256usize)]
+    pub replay_page_size: usize,
 }
 
 /// A setting combination that cannot run.
@@ -211,110 +229,37 @@ pub enum ConfigError {
     EmptyJwtSecret,
 }
 
-/// Runtime configuration derived from [`Settings`], shared by every component.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Which broker carries events.
-    pub backend: BackendKind,
-    /// Redis URL when the backend is Redis.
-    pub redis_url: Option<String>,
-    /// Replay window.
-    pub replay_window: Duration,
-    /// Redis key prefix.
-    pub key_prefix: String,
-    /// Listen address.
-    pub bind: SocketAddr,
-    /// Idle time before a heartbeat comment.
-    pub heartbeat: Duration,
-    /// `retry:` hint in milliseconds.
-    pub retry_ms: u64,
-    /// Allowed CORS origins.
-    pub cors_origins: Vec<String>,
-    /// Largest serialized envelope.
-    pub max_payload_bytes: usize,
-    /// Open SSE connections allowed on this instance.
-    pub max_connections: usize,
-    /// Open SSE connections allowed per org.
-    pub max_connections_per_org: usize,
-    /// Bind with SO_REUSEPORT.
-    pub reuse_port: bool,
-    /// Per-client bound on unsent bytes.
-    pub session_queue_bytes: usize,
-    /// Drain time at shutdown.
-    pub shutdown_grace: Duration,
-    /// How long an org supervisor without sessions lingers before it stops.
-    pub supervisor_idle: Duration,
-    /// Events per replay page.
-    pub replay_page_size: usize,
-    /// Redis connect and response timeout.
-    pub redis_timeout: Duration,
-    /// How long a peer may accept no data before the kernel drops the connection.
-    pub send_timeout: Duration,
-    /// Time a new connection has to send its request head.
-    pub request_timeout: Duration,
-}
-
 impl Default for Config {
+    /// Every setting at its documented default, whatever the environment holds.
     fn default() -> Self {
-        Self {
-            backend: BackendKind::Memory,
-            redis_url: None,
-            replay_window: Duration::from_secs(600),
-            key_prefix: "dashclaw".into(),
-            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            heartbeat: Duration::from_secs(15),
-            retry_ms: 3000,
-            cors_origins: Vec::new(),
-            max_payload_bytes: 65_536,
-            max_connections: default_max_connections(),
-            max_connections_per_org: 50_000,
-            reuse_port: false,
-            session_queue_bytes: 1 << 20,
-            shutdown_grace: Duration::from_secs(10),
-            supervisor_idle: Duration::from_secs(30),
-            replay_page_size: 256,
-            redis_timeout: Duration::from_secs(2),
-            send_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(5),
-        }
+        let command = Config::augment_args(clap::Command::new("defaults"))
+            .mut_args(|arg| arg.env(None::<&str>));
+        let matches = command
+            .try_get_matches_from(["defaults"])
+            .unwrap_or_else(|e| panic!("the settings' defaults do not parse: {e}"));
+        Config::from_arg_matches(&matches)
+            .unwrap_or_else(|e| panic!("the settings' defaults do not parse: {e}"))
     }
 }
 
 impl Config {
-    /// Builds the runtime config, checking cross-setting rules.
-    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
-        if settings.backend == BackendKind::Redis && settings.redis_url.is_none() {
+    /// Checks the rules that span several settings.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.backend == BackendKind::Redis && self.redis_url.is_none() {
             return Err(ConfigError::MissingRedisUrl);
         }
-        if settings.jwt_secret.as_deref() == Some("") {
+        if self.jwt_secret.as_deref() == Some("") {
             return Err(ConfigError::EmptyJwtSecret);
         }
-        let auth_off = settings.jwt_secret.is_none() && settings.api_keys_file.is_none();
-        if auth_off && !settings.bind.ip().is_loopback() {
-            return Err(ConfigError::OpenNonLoopback(settings.bind));
+        if self.auth_off() && !self.bind.ip().is_loopback() {
+            return Err(ConfigError::OpenNonLoopback(self.bind));
         }
-        Ok(Self {
-            backend: settings.backend,
-            redis_url: settings.redis_url.clone(),
-            replay_window: Duration::from_secs(settings.replay_window_seconds),
-            key_prefix: settings.key_prefix.clone(),
-            bind: settings.bind,
-            heartbeat: Duration::from_secs(settings.heartbeat_seconds),
-            retry_ms: settings.retry_ms,
-            cors_origins: settings.cors_origins.clone(),
-            max_payload_bytes: settings.max_payload_bytes,
-            max_connections: settings
-                .max_connections
-                .unwrap_or_else(default_max_connections),
-            max_connections_per_org: settings.max_connections_per_org,
-            reuse_port: settings.reuse_port,
-            session_queue_bytes: settings.session_queue_bytes,
-            shutdown_grace: Duration::from_secs(settings.shutdown_grace_seconds),
-            redis_timeout: Duration::from_millis(settings.redis_timeout_ms),
-            send_timeout: Duration::from_secs(settings.send_timeout_seconds),
-            request_timeout: Duration::from_millis(settings.request_timeout_ms),
-            ..Self::default()
-        })
+        Ok(self)
+    }
+
+    /// True when no credential verifier is configured.
+    pub fn auth_off(&self) -> bool {
+        self.jwt_secret.is_none() && self.api_keys_file.is_none()
     }
 
     /// Replay window in milliseconds.
@@ -335,4 +280,20 @@ pub fn default_max_connections() -> usize {
         return 65_536;
     }
     (limit.rlim_cur as usize).saturating_sub(256).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_ignore_the_environment() {
+        let config = Config::default();
+        assert_eq!(config.replay_window, Duration::from_secs(600));
+        assert_eq!(config.backend, BackendKind::Memory);
+        assert_eq!(config.replay_page_size, 256);
+        assert_eq!(config.supervisor_idle, Duration::from_secs(30));
+        assert_eq!(config.request_timeout, Duration::from_millis(5000));
+        assert!(config.auth_off());
+    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use dashclaw_realtime::auth::{Auth, Scope, hash_api_key, sign_token};
-use dashclaw_realtime::config::{Config, LogFormat, Settings};
+use dashclaw_realtime::config::{Config, LogFormat};
 use dashclaw_realtime::envelope::OrgId;
 use dashclaw_realtime::server;
 use tracing_subscriber::EnvFilter;
@@ -21,13 +21,13 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    serve: Settings,
+    serve: Config,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the hub (the default when no command is given).
-    Serve(Settings),
+    Serve(Box<Config>),
     /// Print an HS256 token for REALTIME_JWT_SECRET.
     Token(TokenArgs),
     /// Read an API key on stdin and print its REALTIME_API_KEYS_FILE line.
@@ -110,19 +110,19 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn serve(settings: Settings) -> ExitCode {
-    let config = match Config::from_settings(&settings) {
+fn serve(config: Config) -> ExitCode {
+    let config = match config.validate() {
         Ok(config) => config,
         Err(error) => return fail(2, error),
     };
     let auth = match Auth::new(
-        settings.jwt_secret.as_deref(),
-        settings.api_keys_file.as_deref(),
+        config.jwt_secret.as_deref(),
+        config.api_keys_file.as_deref(),
     ) {
         Ok(auth) => auth,
         Err(error) => return fail(2, format!("REALTIME_API_KEYS_FILE: {error}")),
     };
-    init_logging(settings.log_format);
+    init_logging(config.log_format);
     let result = actix_web::rt::System::new().block_on(server::serve(config, auth));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,7 +134,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve),
-        Some(Command::Serve(settings)) => serve(settings),
+        Some(Command::Serve(config)) => serve(*config),
         Some(Command::Token(args)) => {
             match sign_token(&args.secret, &args.orgs, &args.scope, args.ttl) {
                 Ok(token) => {

@@ -14,19 +14,8 @@ use prometheus::{
     TextEncoder, exponential_buckets,
 };
 
-use crate::hub::CloseReason;
-
 /// Content type of the text exposition format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Where a published event came from (`events_published_total{path}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PublishPath {
-    /// The in-process `Publish` actor message or [`crate::hub::HubHandle::publish`].
-    InProcess,
-    /// `POST /v1/orgs/{org}/events` or `/v1/ops/events`.
-    Http,
-}
 
 /// `connections_closed_total` by reason.
 #[derive(Debug, Clone)]
@@ -45,18 +34,6 @@ pub struct ClosedCounters {
     pub backend: IntCounter,
 }
 
-impl ClosedCounters {
-    /// The counter for a stream that ended for `reason`.
-    pub fn for_reason(&self, reason: CloseReason) -> &IntCounter {
-        match reason {
-            CloseReason::Client => &self.client,
-            CloseReason::Slow => &self.slow,
-            CloseReason::Shutdown => &self.shutdown,
-            CloseReason::Backend => &self.backend,
-        }
-    }
-}
-
 /// `events_published_total` by path.
 #[derive(Debug, Clone)]
 pub struct PublishedCounters {
@@ -66,16 +43,6 @@ pub struct PublishedCounters {
     pub http: IntCounter,
     /// Received on a Redis channel without having been published by this instance.
     pub redis_external: IntCounter,
-}
-
-impl PublishedCounters {
-    /// The counter of a hub-side publish path.
-    pub fn for_path(&self, path: PublishPath) -> &IntCounter {
-        match path {
-            PublishPath::InProcess => &self.in_process,
-            PublishPath::Http => &self.http,
-        }
-    }
 }
 
 /// `replay_requests_total` by result.
@@ -127,6 +94,29 @@ pub struct MetricSet {
     pub delivery_lag: Histogram,
     /// Unsent bytes per session, sampled by the supervisors' heartbeat sweep.
     pub session_queue_bytes: Histogram,
+}
+
+/// A point-in-time view of one hub's counters.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Snapshot {
+    /// The hub's identity: a ULID made at start.
+    pub instance_id: String,
+    /// Seconds since the hub started.
+    pub uptime_seconds: u64,
+    /// Open SSE connections.
+    pub connections: i64,
+    /// Topics with a running supervisor.
+    pub orgs_active: i64,
+    /// Events newly stored, by every path.
+    pub published_total: u64,
+    /// Event frames written for clients.
+    pub delivered_total: u64,
+    /// Resumes that found their position.
+    pub replay_hits: u64,
+    /// Resumes older than the window.
+    pub replay_expired: u64,
+    /// Clients disconnected for not reading.
+    pub slow_disconnects: u64,
 }
 
 /// A cheap-clone handle to one hub's metrics.
@@ -287,6 +277,41 @@ impl Metrics {
             started: Instant::now(),
         };
         Self(Arc::new(set))
+    }
+
+    /// Counts `queued` live deliveries of one event published at `published_ms`: one
+    /// atomic add per event whatever the number of sessions, and its delivery lag.
+    pub fn record_live(&self, queued: u64, published_ms: u64) {
+        if queued > 0 {
+            self.events_delivered.inc_by(queued);
+            let lag_ms = crate::envelope::now_ms().saturating_sub(published_ms);
+            self.delivery_lag.observe(lag_ms as f64 / 1000.0);
+        }
+    }
+
+    /// Counts events written to a client from replay (stream pages or a supervisor's ring).
+    pub fn record_replay(&self, written: usize) {
+        let written = written as u64;
+        self.replayed_events.inc_by(written);
+        self.events_delivered.inc_by(written);
+    }
+
+    /// This hub's counters for the status page and `/v1/ops/stats`.
+    pub fn snapshot(&self) -> Snapshot {
+        let published = &self.events_published;
+        Snapshot {
+            instance_id: self.instance_id.clone(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            connections: self.connections.get(),
+            orgs_active: self.orgs_active.get(),
+            published_total: published.in_process.get()
+                + published.http.get()
+                + published.redis_external.get(),
+            delivered_total: self.events_delivered.get(),
+            replay_hits: self.replay_requests.hit.get(),
+            replay_expired: self.replay_requests.expired.get(),
+            slow_disconnects: self.slow_disconnects.get(),
+        }
     }
 
     /// The text exposition of every metric.

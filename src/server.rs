@@ -14,7 +14,7 @@ use crate::auth::Auth;
 use crate::broker::{Broker, MemoryBroker, RedisBroker, memory::DEFAULT_MAX_EVENTS_PER_TOPIC};
 use crate::config::{BackendKind, Config};
 use crate::http::{self, AppState};
-use crate::hub::{HubHandle, MEMORY_SWEEP_INTERVAL};
+use crate::hub::HubHandle;
 use crate::metrics::Metrics;
 
 /// Errors that stop the hub from starting.
@@ -84,24 +84,10 @@ fn listener(config: &Config) -> Result<TcpListener, StartError> {
 
 fn broker_for(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Broker>, StartError> {
     match config.backend {
-        BackendKind::Memory => {
-            let broker = Arc::new(MemoryBroker::new(
-                config.window_ms(),
-                DEFAULT_MAX_EVENTS_PER_TOPIC,
-            ));
-            let sweeper = Arc::downgrade(&broker);
-            actix_web::rt::spawn(async move {
-                let mut tick = tokio::time::interval(MEMORY_SWEEP_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    match sweeper.upgrade() {
-                        Some(broker) => broker.sweep(),
-                        None => break,
-                    }
-                }
-            });
-            Ok(broker)
-        }
+        BackendKind::Memory => Ok(MemoryBroker::start(
+            config.window_ms(),
+            DEFAULT_MAX_EVENTS_PER_TOPIC,
+        )),
         BackendKind::Redis => RedisBroker::start(config, metrics.clone())
             .map(|broker| Arc::new(broker) as Arc<dyn Broker>)
             .map_err(|e| StartError::Backend(e.to_string())),
@@ -129,13 +115,14 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
         metrics,
     });
     let worker_hub = hub.clone();
+    let cors_origins = hub.config().cors_origins.clone();
     let server = HttpServer::new(move || {
         // Runs once on each worker thread.
         worker_hub.register_worker_arbiter();
         App::new()
             .app_data(state.clone())
-            .wrap(from_fn(http::cors_middleware))
-            .wrap(from_fn(http::request_middleware))
+            .wrap(http::cors(&cors_origins))
+            .wrap(from_fn(http::access_log::request_middleware))
             .configure(http::configure)
             .default_service(web::to(http::not_found))
     })

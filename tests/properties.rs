@@ -12,11 +12,10 @@ use common::{SseItem, SseParser};
 use dashclaw_realtime::auth::Auth;
 use dashclaw_realtime::envelope::{
     Cursor, Envelope, NewEvent, OrgId, PublishRequest, ResumePosition, StoredEvent, Topic,
-    ValidationError, format_timestamp, frame, validate_event_id, validate_event_name,
+    ValidationError, format_timestamp, validate_event_id, validate_event_name,
 };
 use dashclaw_realtime::filter::EventFilter;
-use dashclaw_realtime::hub::StreamFormat;
-use dashclaw_realtime::hub::session::encode_event;
+use dashclaw_realtime::sse::{self as frame, StreamFormat, encode_event};
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use regex::Regex;

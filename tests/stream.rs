@@ -477,7 +477,12 @@ async fn cors_allows_listed_origins_only(backend: Backend) {
         }
     };
     let (status, _, headers) = preflight(allowed).await;
-    assert_eq!(status, 204, "preflight from a listed origin");
+    // actix-cors answers a preflight 200 (the hand-written middleware it replaced said 204);
+    // both are the "ok status" the Fetch standard asks of a preflight.
+    assert!(
+        (200..300).contains(&status),
+        "preflight from a listed origin: {status}"
+    );
     assert_eq!(
         header_str(&headers, "access-control-allow-origin").as_deref(),
         Some(allowed)

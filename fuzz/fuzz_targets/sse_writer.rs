@@ -10,10 +10,9 @@
 mod sse;
 
 use dashclaw_realtime::envelope::{
-    Cursor, NewEvent, OrgId, PublishRequest, StoredEvent, Topic, frame, is_valid_event_name,
+    Cursor, NewEvent, OrgId, PublishRequest, StoredEvent, Topic, is_valid_event_name,
 };
-use dashclaw_realtime::hub::StreamFormat;
-use dashclaw_realtime::hub::session::encode_event;
+use dashclaw_realtime::sse::{self as frame, StreamFormat, encode_event};
 use libfuzzer_sys::fuzz_target;
 use sse::{SseEvent, SseItem, SseParser};
 

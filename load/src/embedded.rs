@@ -7,7 +7,7 @@ use std::thread;
 
 use clap::Parser;
 use dashclaw_realtime::auth::Auth;
-use dashclaw_realtime::config::{Config, Settings};
+use dashclaw_realtime::config::Config;
 use dashclaw_realtime::envelope::{OrgId, PublishRequest, Topic};
 use dashclaw_realtime::hub::HubHandle;
 use dashclaw_realtime::server;
@@ -16,7 +16,7 @@ use dashclaw_realtime::server;
 #[derive(Debug, Parser)]
 struct EmbeddedSettings {
     #[command(flatten)]
-    settings: Settings,
+    config: Config,
 }
 
 /// A hub running on its own actix system thread in this process.
@@ -33,7 +33,9 @@ impl EmbeddedHub {
     pub fn start() -> Result<EmbeddedHub, String> {
         let parsed = EmbeddedSettings::try_parse_from(["embedded-hub"])
             .map_err(|e| format!("embedded hub settings: {e}"))?;
-        let mut config = Config::from_settings(&parsed.settings)
+        let mut config = parsed
+            .config
+            .validate()
             .map_err(|e| format!("embedded hub settings: {e}"))?;
         if std::env::var_os("REALTIME_BIND").is_none() {
             config.bind = SocketAddr::from(([127, 0, 0, 1], 0));

@@ -7,19 +7,24 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::{
     BackendHealth, BoxFuture, Broker, BrokerError, LiveMessage, LiveSink, PublishOutcome,
-    Resolution, classify_cursor, expired_or_unknown,
+    Resolution,
 };
 use crate::config::BackendKind;
 use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic, now_ms};
+use crate::recovery::{classify_cursor, expired_or_unknown};
 
 /// Shards of the topic map, so publishes to different orgs rarely share a lock.
 const SHARDS: usize = 32;
 
 /// Default cap on events kept per topic, whatever the window.
 pub const DEFAULT_MAX_EVENTS_PER_TOPIC: usize = 100_000;
+
+/// How often expired events are dropped, so idle orgs free their memory too.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct TopicLog {
@@ -88,7 +93,25 @@ impl MemoryBroker {
         now.saturating_sub(self.window_ms)
     }
 
-    /// Drops expired events of every topic; called periodically so idle orgs free memory.
+    /// A broker that sweeps expired events every [`SWEEP_INTERVAL`] on a task it owns (the
+    /// task ends once the broker is dropped); must run inside a Tokio runtime.
+    pub fn start(window_ms: u64, max_events: usize) -> Arc<Self> {
+        let broker = Arc::new(Self::new(window_ms, max_events));
+        let sweeper = Arc::downgrade(&broker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                match sweeper.upgrade() {
+                    Some(broker) => broker.sweep(),
+                    None => break,
+                }
+            }
+        });
+        broker
+    }
+
+    /// Drops expired events of every topic.
     pub fn sweep(&self) {
         let oldest = self.oldest_ms(now_ms());
         for shard in &self.shards {

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::BackendKind;
 use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic};
+pub use crate::recovery::Resolution;
 
 pub use self::memory::MemoryBroker;
 pub use self::redis::RedisBroker;
@@ -56,63 +57,6 @@ impl PublishOutcome {
     }
 }
 
-/// Where a resume position lands in a topic's stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    /// Replay the events strictly after this cursor.
-    After(Cursor),
-    /// The position is older than the window (or its events were trimmed).
-    Expired,
-    /// The position is not in this stream (another data set, lost data, or garbage).
-    Unknown,
-}
-
-impl Resolution {
-    /// The reason text of a `realtime.resync` frame, if this resolution needs one.
-    pub fn resync_reason(self) -> Option<&'static str> {
-        match self {
-            Self::After(_) => None,
-            Self::Expired => Some("expired"),
-            Self::Unknown => Some("unknown"),
-        }
-    }
-}
-
-/// For positions not found: expired when the id's own timestamp is outside the window.
-pub(crate) fn expired_or_unknown(position: &ResumePosition, oldest_ms: u64) -> Resolution {
-    let stamp_ms = match position {
-        ResumePosition::Cursor(cursor) => Some(cursor.ms),
-        ResumePosition::EventId(id) => id
-            .strip_prefix("evt_")
-            .and_then(|s| ulid::Ulid::from_string(s).ok())
-            .map(|u| u.timestamp_ms()),
-        ResumePosition::Unrecognized(_) => None,
-    };
-    match stamp_ms {
-        Some(ms) if ms < oldest_ms => Resolution::Expired,
-        _ => Resolution::Unknown,
-    }
-}
-
-/// Where a stream cursor lands, given the stream's newest entry (`last`) and the newest entry
-/// removed from it (`trimmed_through`): shared by both backends so they resync alike.
-pub(crate) fn classify_cursor(
-    cursor: Cursor,
-    last: Option<Cursor>,
-    trimmed_through: Option<Cursor>,
-    oldest_ms: u64,
-) -> Resolution {
-    match last {
-        Some(last) if cursor <= last => {}
-        // Newer than anything stored: another data set, or the stream lost its data.
-        _ => return Resolution::Unknown,
-    }
-    if cursor.ms < oldest_ms || trimmed_through.is_some_and(|t| cursor < t) {
-        return Resolution::Expired;
-    }
-    Resolution::After(cursor)
-}
-
 /// What a broker hands a subscribed supervisor.
 #[derive(Debug, Clone)]
 pub enum LiveMessage {
@@ -126,36 +70,71 @@ pub enum LiveMessage {
 
 static NEXT_SINK_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Signals that must not be lost when a sink's inbox is full.
+/// Signals that must not be lost when a sink's inbox is full: set by the broker's side
+/// ([`LiveSink`]), taken by the supervisor's side ([`InboxSignals`]).
 #[derive(Debug, Default)]
-pub struct SinkFlags {
-    /// Live events were dropped or delivery was interrupted: fill from the stream.
-    pub gap: AtomicBool,
-    /// The stream's data is gone: clients must resync.
-    pub lost: AtomicBool,
+struct Signals {
+    gap: AtomicBool,
+    lost: AtomicBool,
 }
 
-/// A supervisor's bounded inbox for live events; overflow is recorded, never buffered.
+/// The broker's end of a supervisor's bounded inbox for live events; overflow is recorded,
+/// never buffered.
 #[derive(Debug, Clone)]
 pub struct LiveSink {
     id: u64,
     tx: mpsc::Sender<LiveMessage>,
-    flags: Arc<SinkFlags>,
+    signals: Arc<Signals>,
+}
+
+/// The supervisor's end of its inbox: the messages, and the signals that overflowed.
+#[derive(Debug)]
+pub struct LiveInbox {
+    /// Live messages in arrival order.
+    pub messages: mpsc::Receiver<LiveMessage>,
+    /// Gap and data-loss signals raised while the inbox was full.
+    pub signals: InboxSignals,
+}
+
+/// Gap and data-loss signals a supervisor takes from its inbox.
+#[derive(Debug)]
+pub struct InboxSignals(Arc<Signals>);
+
+impl InboxSignals {
+    /// True (once) when live events were dropped or delivery was interrupted: read the
+    /// stream after the last cursor before trusting live delivery again.
+    pub fn take_gap(&self) -> bool {
+        self.0.gap.swap(false, Ordering::SeqCst)
+    }
+
+    /// True while a gap is signalled and not yet taken.
+    pub fn has_gap(&self) -> bool {
+        self.0.gap.load(Ordering::SeqCst)
+    }
+
+    /// True (once) when the stream's data is gone: clients must resync.
+    pub fn take_lost(&self) -> bool {
+        self.0.lost.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// A supervisor's inbox with room for `capacity` messages: the broker's end and its own.
+pub fn live_channel(capacity: usize) -> (LiveSink, LiveInbox) {
+    let (tx, messages) = mpsc::channel(capacity);
+    let signals = Arc::new(Signals::default());
+    let sink = LiveSink {
+        id: NEXT_SINK_ID.fetch_add(1, Ordering::Relaxed),
+        tx,
+        signals: signals.clone(),
+    };
+    let inbox = LiveInbox {
+        messages,
+        signals: InboxSignals(signals),
+    };
+    (sink, inbox)
 }
 
 impl LiveSink {
-    /// A sink with room for `capacity` messages, its receiver and its flags.
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<LiveMessage>, Arc<SinkFlags>) {
-        let (tx, rx) = mpsc::channel(capacity);
-        let flags = Arc::new(SinkFlags::default());
-        let sink = Self {
-            id: NEXT_SINK_ID.fetch_add(1, Ordering::Relaxed),
-            tx,
-            flags: flags.clone(),
-        };
-        (sink, rx, flags)
-    }
-
     /// Identity used to unsubscribe.
     pub fn id(&self) -> u64 {
         self.id
@@ -167,15 +146,15 @@ impl LiveSink {
         let lost = matches!(message, LiveMessage::DataLost);
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(message) {
             if lost {
-                self.flags.lost.store(true, Ordering::SeqCst);
+                self.signals.lost.store(true, Ordering::SeqCst);
             }
-            self.flags.gap.store(true, Ordering::SeqCst);
+            self.signals.gap.store(true, Ordering::SeqCst);
         }
     }
 
     /// Asks the supervisor to fill from the stream before trusting live delivery.
     pub fn mark_gap(&self) {
-        self.flags.gap.store(true, Ordering::SeqCst);
+        self.signals.gap.store(true, Ordering::SeqCst);
     }
 
     /// True when the receiving supervisor is gone.

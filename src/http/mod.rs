@@ -1,5 +1,13 @@
 //! The HTTP surface: routes, CORS, and shared request helpers.
+//!
+//! - [`stream`], [`publish`], [`health`], [`status`]: the handlers;
+//! - [`credentials`]: the credential a request presents (verified by [`crate::auth`]);
+//! - [`error`]: every API error mapped to a status and a JSON body;
+//! - [`access_log`]: request ids and redacted access lines.
 
+pub mod access_log;
+pub mod credentials;
+pub mod error;
 pub mod health;
 pub mod publish;
 pub mod status;
@@ -7,20 +15,16 @@ pub mod stream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::Next;
+use actix_cors::Cors;
+use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, web};
-use tracing::{Instrument, debug, info, info_span};
 
 use crate::auth::Auth;
-use crate::error::ApiError;
 use crate::hub::HubHandle;
 use crate::metrics::Metrics;
+
+pub use error::ApiError;
 
 /// What every handler reaches through `web::Data`.
 #[derive(Clone)]
@@ -91,249 +95,33 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-const ALLOWED_HEADERS: &str =
-    "authorization, content-type, last-event-id, x-api-key, x-org-id, cache-control";
+/// Headers a browser on an allowed origin may send.
+const ALLOWED_HEADERS: [&str; 6] = [
+    "authorization",
+    "content-type",
+    "last-event-id",
+    "x-api-key",
+    "x-org-id",
+    "cache-control",
+];
 
-/// Answers preflights and adds `Access-Control-Allow-Origin` for listed origins only;
-/// an unlisted origin gets no CORS headers, so browsers refuse it.
-pub async fn cors_middleware(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let allowed = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .filter(|origin| {
-            req.app_data::<web::Data<AppState>>().is_some_and(|state| {
-                state
-                    .hub
-                    .config()
-                    .cors_origins
-                    .iter()
-                    .any(|allowed| allowed == "*" || allowed == origin)
-            })
+/// CORS for `origins` (`*` allows any): listed origins get `Access-Control-Allow-Origin`
+/// (their own origin echoed) and preflight answers; any other origin gets no CORS headers,
+/// so browsers refuse it, while non-browser clients are served as usual.
+pub fn cors(origins: &[String]) -> Cors {
+    let origins = origins.to_vec();
+    Cors::default()
+        .allowed_origin_fn(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| origins.iter().any(|allowed| allowed == "*" || allowed == o))
         })
-        .and_then(|o| HeaderValue::from_str(o).ok());
-    let is_preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if let (true, Some(origin)) = (is_preflight, allowed.clone()) {
-        let response = HttpResponse::NoContent()
-            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
-            .insert_header((header::VARY, "Origin"))
-            .finish();
-        return Ok(req.into_response(response).map_into_right_body());
-    }
-    let mut response = next.call(req).await?;
-    if let Some(origin) = allowed {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("retry-after, x-request-id"),
-        );
-    }
-    Ok(response.map_into_left_body())
-}
-
-/// Header carrying the request id, taken from the client when sane and always echoed.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// What a redacted query value (or unrecognizable query part) is logged as.
-pub const REDACTED: &str = "REDACTED";
-
-/// Whether a query value may be logged: only `events` filters and resume positions that
-/// parse as what they should be. Every other value is redacted, so `access_token`,
-/// `api_key`, `token`, whatever a client invents, and a credential pasted into the wrong
-/// parameter never reach a log.
-fn loggable_query_value(name: &str, decoded: &str) -> bool {
-    match name {
-        "events" => crate::filter::EventFilter::parse(decoded).is_ok(),
-        "last_event_id" | "lastEventId" => !matches!(
-            crate::envelope::ResumePosition::parse(decoded),
-            crate::envelope::ResumePosition::Unrecognized(_)
-        ),
-        _ => false,
-    }
-}
-
-/// A client-given request id is kept when it is short and of plain characters, and does
-/// not look like a JWT (a client pasting its token there must not get it logged).
-fn sane_request_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        && !id.starts_with("eyJ")
-}
-
-fn percent_decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(hi), Some(lo)) => {
-                        out.push((hi * 16 + lo) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The request target as logged: path segments too long to be an org id or a route and
-/// every query value but filters and resume positions are replaced by [`REDACTED`].
-pub fn loggable_target(path: &str, query: &str) -> String {
-    let mut out = String::with_capacity(path.len() + query.len() + 1);
-    for (i, segment) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        out.push_str(if segment.len() > 64 {
-            REDACTED
-        } else {
-            segment
-        });
-    }
-    if query.is_empty() {
-        return out;
-    }
-    out.push('?');
-    for (i, part) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        let (key, value) = match part.split_once('=') {
-            Some((key, value)) => (key, Some(value)),
-            None => (part, None),
-        };
-        let name = percent_decode(key);
-        let plain_name = (1..=24).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-        if !plain_name {
-            // Not a parameter name: possibly a bare credential.
-            out.push_str(REDACTED);
-            continue;
-        }
-        out.push_str(key);
-        if let Some(value) = value {
-            out.push('=');
-            if loggable_query_value(&name, &percent_decode(value)) {
-                out.push_str(value);
-            } else {
-                out.push_str(REDACTED);
-            }
-        }
-    }
-    out
-}
-
-/// Paths polled by probes and scrapers: their access lines are debug, not info.
-fn is_probe(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
-}
-
-/// Gives every request an id (the client's `x-request-id` when sane, else a new ULID),
-/// runs it inside a `request{request_id}` span, echoes the id in the response and writes
-/// one access line: method, redacted target, status and time to the response head (for
-/// streams, the time to open them). Headers are never logged.
-pub async fn request_middleware(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| sane_request_id(id))
-        .map_or_else(|| ulid::Ulid::generate().to_string(), str::to_owned);
-    let method = req.method().clone();
-    let probe = is_probe(req.path());
-    let target = loggable_target(req.path(), req.query_string());
-    let span = info_span!("request", request_id = %request_id);
-    let result = next.call(req).instrument(span).await;
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(error) => error.as_response_error().status_code(),
-    };
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if probe {
-        debug!(target: "dashclaw_realtime::access", request_id = %request_id, method = %method,
-               path = %target, status = status.as_u16(), duration_ms, "request");
-    } else {
-        info!(target: "dashclaw_realtime::access", request_id = %request_id, method = %method,
-              path = %target, status = status.as_u16(), duration_ms, "request");
-    }
-    let mut response = result?;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(header::HeaderName::from_static(REQUEST_ID_HEADER), value);
-    }
-    Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_redacted_unless_known() {
-        assert_eq!(
-            loggable_target(
-                "/api/stream",
-                "access_token=eyJ.a.b&events=a.b,c.*&lastEventId=1-0"
-            ),
-            "/api/stream?access_token=REDACTED&events=a.b,c.*&lastEventId=1-0"
-        );
-        assert_eq!(
-            loggable_target("/x", "api_key=k&token=t&Access%5Ftoken=t2&flag"),
-            "/x?api_key=REDACTED&token=REDACTED&Access%5Ftoken=REDACTED&flag"
-        );
-        assert_eq!(
-            loggable_target("/x", "eyJhbGciOiJIUzI1NiJ9.e30.sig&a%3Db=c"),
-            "/x?REDACTED&REDACTED"
-        );
-        assert_eq!(
-            loggable_target(
-                "/x",
-                "last_event_id=eyJhbGciOiJIUzI1NiJ9.e30.sig&lastEventId=evt_1&events=eyJ.X&org_id=o"
-            ),
-            "/x?last_event_id=REDACTED&lastEventId=evt_1&events=REDACTED&org_id=REDACTED"
-        );
-        assert_eq!(loggable_target("/healthz", ""), "/healthz");
-        let long = "x".repeat(65);
-        assert_eq!(
-            loggable_target(&format!("/v1/orgs/{long}/stream"), ""),
-            "/v1/orgs/REDACTED/stream"
-        );
-    }
-
-    #[test]
-    fn request_ids() {
-        assert!(sane_request_id("req-1:a.b_C"));
-        assert!(sane_request_id(&ulid::Ulid::generate().to_string()));
-        for bad in ["", "a b", "x\ny", "eyJhbGciOi.e30.x", &"a".repeat(65), "é"] {
-            assert!(!sane_request_id(bad), "{bad:?}");
-        }
-    }
+        .allowed_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allowed_headers(ALLOWED_HEADERS)
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(600)
+        .block_on_origin_mismatch(false)
 }

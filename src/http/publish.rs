@@ -6,12 +6,11 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::AppState;
+use super::credentials::credential;
+use super::{ApiError, AppState};
 use crate::auth::Scope;
 use crate::envelope::{OrgId, PublishRequest, Topic};
-use crate::error::ApiError;
-use crate::hub::MAX_BATCH;
-use crate::metrics::PublishPath;
+use crate::hub::{HubError, MAX_BATCH, PublishSource};
 
 /// `POST /v1/orgs/{org_id}/events`.
 pub async fn org_publish(
@@ -85,7 +84,7 @@ pub fn parse_publish_body(body: &[u8]) -> Result<(Vec<PublishRequest>, bool), Ap
         Value::Object(_) => Ok((vec![to_request(value, None)?], false)),
         Value::Array(items) => {
             if items.len() > MAX_BATCH {
-                return Err(crate::hub::HubError::BatchTooLarge(items.len()).into());
+                return Err(HubError::BatchTooLarge(items.len()).into());
             }
             let requests = items
                 .into_iter()
@@ -108,7 +107,7 @@ async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     state
         .auth
-        .authenticate(&req)?
+        .authenticate(credential(&req)?.as_ref())?
         .authorize(&topic, Scope::Publish)?;
     if !is_json(&req) {
         return Err(ApiError::UnsupportedMediaType);
@@ -122,7 +121,7 @@ async fn publish(
     let (requests, is_batch) = parse_publish_body(&body)?;
     let outcomes = state
         .hub
-        .publish_via(topic, requests, PublishPath::Http)
+        .publish_from(topic, requests, PublishSource::Http)
         .await?;
     let all_duplicates = outcomes.iter().all(|o| o.is_duplicate());
     let status = if all_duplicates {

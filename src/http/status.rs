@@ -1,19 +1,22 @@
 //! The live status page (`GET /`) and the ops-scoped stats stream it reads
-//! (`GET /v1/ops/stats`).
+//! (`GET /v1/ops/stats`, through actix-web-lab's SSE responder: one small event a second
+//! per viewer, where encoding per connection costs nothing worth sharing).
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::Bytes;
-use futures_util::{StreamExt, stream};
+use actix_web_lab::sse::{self, Sse};
+use futures_util::stream;
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::credentials::credential;
+use super::{ApiError, AppState};
 use crate::auth::Scope;
 use crate::broker::BackendHealth;
 use crate::envelope::Topic;
-use crate::error::ApiError;
+use crate::hub::HubError;
 
 /// The page: HTML with inline CSS and JS, no external assets.
 const STATUS_HTML: &str = include_str!("status.html");
@@ -29,9 +32,9 @@ pub async fn status_page() -> HttpResponse {
         .body(STATUS_HTML)
 }
 
-/// One snapshot of this hub's counters, as sent in a `stats` event.
+/// One snapshot of this hub, as sent in a `stats` event: the metrics' counters plus the
+/// backend's state.
 pub fn snapshot(state: &AppState) -> Value {
-    let m = &state.metrics;
     let (status, reason) = if state.hub.is_shutting_down() {
         ("unavailable", Some("shutting down".to_owned()))
     } else {
@@ -40,27 +43,14 @@ pub fn snapshot(state: &AppState) -> Value {
             BackendHealth::Unavailable(reason) => ("unavailable", Some(reason)),
         }
     };
-    let published = &m.events_published;
-    json!({
-        "instance_id": m.instance_id,
-        "uptime_seconds": m.started.elapsed().as_secs(),
-        "backend": state.hub.backend().as_str(),
-        "backend_state": status,
-        "backend_reason": reason,
-        "connections": m.connections.get(),
-        "orgs_active": m.orgs_active.get(),
-        "published_total": published.in_process.get() + published.http.get()
-            + published.redis_external.get(),
-        "delivered_total": m.events_delivered.get(),
-        "replay_hits": m.replay_requests.hit.get(),
-        "replay_expired": m.replay_requests.expired.get(),
-        "slow_disconnects": m.slow_disconnects.get(),
-        "ts_ms": crate::envelope::now_ms(),
-    })
-}
-
-fn stats_frame(state: &AppState) -> Bytes {
-    Bytes::from(format!("event: stats\ndata: {}\n\n", snapshot(state)))
+    let mut value = serde_json::to_value(state.metrics.snapshot()).unwrap_or_else(|_| json!({}));
+    if let Value::Object(fields) = &mut value {
+        fields.insert("backend".into(), json!(state.hub.backend().as_str()));
+        fields.insert("backend_state".into(), json!(status));
+        fields.insert("backend_reason".into(), json!(reason));
+        fields.insert("ts_ms".into(), json!(crate::envelope::now_ms()));
+    }
+    value
 }
 
 /// `GET /v1/ops/stats`: `retry:`, then a `stats` event every second until shutdown.
@@ -70,28 +60,31 @@ pub async fn ops_stats(
 ) -> Result<HttpResponse, ApiError> {
     state
         .auth
-        .authenticate(&req)?
+        .authenticate(credential(&req)?.as_ref())?
         .authorize(&Topic::Ops, Scope::Ops)?;
     if state.hub.is_shutting_down() {
-        return Err(ApiError::Hub(crate::hub::HubError::ShuttingDown));
+        return Err(HubError::ShuttingDown.into());
     }
-    let retry = crate::envelope::frame::retry(state.hub.config().retry_ms);
+    let retry = Duration::from_millis(state.hub.config().retry_ms);
     let mut interval = tokio::time::interval(STATS_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let body = stream::once(async move { Ok::<_, actix_web::Error>(retry) }).chain(stream::unfold(
+    let events = stream::unfold(
         (state.into_inner(), interval),
         |(state, mut interval)| async move {
             interval.tick().await;
             if state.hub.is_shutting_down() {
                 return None;
             }
-            let frame = stats_frame(&state);
-            Some((Ok(frame), (state, interval)))
+            let event = sse::Data::new(snapshot(&state).to_string()).event("stats");
+            Some((
+                Ok::<_, Infallible>(sse::Event::Data(event)),
+                (state, interval),
+            ))
         },
-    ));
+    );
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache, no-transform"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+        .body(Sse::from_stream(events).with_retry_duration(retry)))
 }

@@ -4,35 +4,16 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use tracing::debug;
 
-use super::{AppState, query_param};
-use crate::auth::Scope;
+use super::credentials::credential;
+use super::{ApiError, AppState, query_param};
+use crate::auth::{Grant, Scope};
 use crate::envelope::{OrgId, ResumePosition, Topic};
-use crate::error::ApiError;
 use crate::filter::EventFilter;
-use crate::hub::{HubError, SessionSpec, StreamFormat, resume_for_log};
+use crate::hub::{Refusal, SessionSpec, resume_for_log};
+use crate::sse::StreamFormat;
 
 /// Org used by `/api/stream` when auth is off and none is named.
 pub const DEFAULT_ORG: &str = "org_default";
-
-/// Counts a stream refused by auth, the connection limits or shutdown as a closed
-/// connection (`connections_closed_total{reason}`).
-fn counted(
-    state: &AppState,
-    result: Result<HttpResponse, ApiError>,
-) -> Result<HttpResponse, ApiError> {
-    if let Err(error) = &result {
-        let closed = &state.metrics.connections_closed;
-        match error {
-            ApiError::Auth(_) => closed.auth.inc(),
-            ApiError::Hub(
-                HubError::TooManyConnections(_) | HubError::TooManyConnectionsForOrg(_),
-            ) => closed.limit.inc(),
-            ApiError::Hub(HubError::ShuttingDown) => closed.shutdown.inc(),
-            _ => {}
-        }
-    }
-    result
-}
 
 /// `GET /v1/orgs/{org_id}/stream`.
 pub async fn org_stream(
@@ -40,21 +21,13 @@ pub async fn org_stream(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    counted(&state, org_stream_inner(&req, &path, &state))
-}
-
-fn org_stream_inner(
-    req: &HttpRequest,
-    path: &str,
-    state: &AppState,
-) -> Result<HttpResponse, ApiError> {
-    let org = OrgId::parse(path).map_err(ApiError::InvalidOrgId)?;
-    let topic = Topic::Org(org);
-    state
-        .auth
-        .authenticate(req)?
-        .authorize(&topic, Scope::Subscribe)?;
-    open(req, state, topic, StreamFormat::V1)
+    let topic = OrgId::parse(&path)
+        .map(Topic::Org)
+        .map_err(ApiError::InvalidOrgId);
+    refusals_counted(
+        &state,
+        topic.and_then(|topic| topic_stream(&req, &state, topic)),
+    )
 }
 
 /// `GET /v1/ops/stream`.
@@ -62,16 +35,7 @@ pub async fn ops_stream(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    counted(&state, ops_stream_inner(&req, &state))
-}
-
-fn ops_stream_inner(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
-    let topic = Topic::Ops;
-    state
-        .auth
-        .authenticate(req)?
-        .authorize(&topic, Scope::Subscribe)?;
-    open(req, state, topic, StreamFormat::V1)
+    refusals_counted(&state, topic_stream(&req, &state, Topic::Ops))
 }
 
 /// `GET /api/stream`: the org comes from the credential (or `x-org-id` / `org_id`).
@@ -79,11 +43,38 @@ pub async fn legacy_stream(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    counted(&state, legacy_stream_inner(&req, &state))
+    refusals_counted(&state, legacy_stream_inner(&req, &state))
+}
+
+/// Counts a stream refused by auth, the connection limits or shutdown as a closed
+/// connection (`connections_closed_total{reason}`); the hub counts its own refusals.
+fn refusals_counted(
+    state: &AppState,
+    result: Result<HttpResponse, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(ApiError::Auth(_)) = &result {
+        state.hub.refuse_stream(Refusal::Auth);
+    }
+    result
+}
+
+fn grant(req: &HttpRequest, state: &AppState) -> Result<Grant, ApiError> {
+    let credential = credential(req)?;
+    Ok(state.auth.authenticate(credential.as_ref())?)
+}
+
+/// An org's or the ops channel's stream, in the v1 format.
+fn topic_stream(
+    req: &HttpRequest,
+    state: &AppState,
+    topic: Topic,
+) -> Result<HttpResponse, ApiError> {
+    grant(req, state)?.authorize(&topic, Scope::Subscribe)?;
+    open(req, state, topic, StreamFormat::V1)
 }
 
 fn legacy_stream_inner(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, ApiError> {
-    let grant = state.auth.authenticate(req)?;
+    let grant = grant(req, state)?;
     let requested = req
         .headers()
         .get("x-org-id")

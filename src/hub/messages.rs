@@ -1,15 +1,17 @@
-//! Messages between the hub's actors, one small struct each.
+//! Messages between the hub's actors, one small struct each. They carry only leaf types and
+//! `Recipient`s, so no actor module needs to import another (a session reaches its
+//! supervisor through the `Recipient<Leave>` it was handed when it joined).
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::error::HubError;
 use super::outbox::Outbox;
-use super::supervisor::OrgSupervisor;
 use crate::broker::{BrokerError, PublishOutcome, Resolution};
 use crate::envelope::{Cursor, PublishRequest, ResumePosition, StoredEvent, Topic};
 use crate::filter::EventFilter;
-use crate::hub::HubError;
+use crate::sse::StreamFormat;
 
 /// Publishes one or more events to a topic; the in-process producer API.
 #[derive(Debug, Message)]
@@ -21,54 +23,32 @@ pub struct Publish {
     pub requests: Vec<PublishRequest>,
 }
 
-/// [`Publish`] counted under a path other than in-process (HTTP) in the metrics.
+/// Where a publish came in, for `events_published_total{path}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishSource {
+    /// The `Publish` message or `HubHandle::publish`.
+    InProcess,
+    /// `POST /v1/orgs/{org}/events` or `/v1/ops/events`.
+    Http,
+}
+
+/// [`Publish`] with the source it is counted under.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<PublishOutcome>, HubError>")]
-pub struct PublishVia {
+pub struct PublishFrom {
     /// The events.
     pub publish: Publish,
     /// Where they came from.
-    pub path: crate::metrics::PublishPath,
+    pub source: PublishSource,
 }
 
-/// Asks the hub for a topic's supervisor, starting it if needed.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Addr<OrgSupervisor>, HubError>")]
-pub struct GetSupervisor(pub Topic);
-
-/// A supervisor has had no sessions for its idle time and offers to stop.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct SupervisorIdle {
-    /// Its topic.
-    pub topic: Topic,
-    /// Its address, so a newer supervisor of the same topic is not removed by mistake.
-    pub addr: Addr<OrgSupervisor>,
-}
-
-/// Ends every stream and refuses new ones: the hub is shutting down.
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
-
-/// Stops a supervisor (sent by the hub after it removed it from the registry).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct StopSupervisor;
-
-/// The wire format a session writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamFormat {
-    /// Envelope v1 in `data:`, `realtime.connected` after the replay.
-    V1,
-    /// DashClaw's `/api/stream`: legacy projection, `connected` after the replay.
-    Legacy,
-}
-
-/// A session asks to join its topic's live fan-out after replaying up to `after`.
+/// A session asks to join its topic's live fan-out after replaying up to `after`. Sent to
+/// the registry, which hands it to the topic's current supervisor.
 #[derive(Debug, Message)]
 #[rtype(result = "JoinOutcome")]
 pub struct Join {
+    /// The stream's topic.
+    pub topic: Topic,
     /// Session id, unique in this process.
     pub session_id: u64,
     /// The session's outbound queue.
@@ -82,18 +62,24 @@ pub struct Join {
     /// Events already written from the stream, for the connected frame.
     pub replayed: usize,
     /// `after` is the client's own cursor, not checked against the stream: join only if the
-    /// ring proves it (inside `(floor, last]` and the window), else answer `Behind`.
+    /// ring proves it, else answer `Behind`.
     pub unverified: bool,
 }
 
 /// The supervisor's answer to [`Join`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum JoinOutcome {
-    /// Joined; every later event will reach the session exactly once.
-    Joined,
-    /// The supervisor's recent-events ring no longer reaches back to `after`: read more pages.
+    /// Joined; every later event reaches the session exactly once. `handed_over` events
+    /// came from the supervisor's ring; `leave` ends the membership.
+    Joined {
+        /// Events handed over from the ring.
+        handed_over: usize,
+        /// Where to say the session is gone.
+        leave: Recipient<Leave>,
+    },
+    /// The supervisor's ring does not reach back to `after`: read more pages.
     Behind,
-    /// The supervisor is retiring: ask the hub for the current one.
+    /// The supervisor was retiring: ask again (the registry has started a new one).
     Retry,
     /// The session is closed or the hub is shutting down.
     Closed,
@@ -112,6 +98,31 @@ pub struct Leave {
 #[rtype(result = "()")]
 pub struct BodyGone;
 
+/// A supervisor has had no sessions for its idle time and offers to stop.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SupervisorIdle {
+    /// Its topic.
+    pub topic: Topic,
+    /// The registry's number for it, so a newer supervisor of the topic is not retired.
+    pub generation: u64,
+}
+
+/// Ends every stream and refuses new ones: the hub is shutting down.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Stops a supervisor (sent by the registry after it removed it).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopSupervisor;
+
+/// An HTTP worker's arbiter, offered to the registry for placing supervisors.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WorkerArbiter(pub ArbiterHandle);
+
 /// Asks the stream reader where a resume position lands.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Resolution, BrokerError>")]
@@ -122,9 +133,12 @@ pub struct ResolvePosition {
     pub position: ResumePosition,
 }
 
+/// One page of a stream, shared by every reader that asked for it.
+pub type Page = Arc<Vec<Arc<StoredEvent>>>;
+
 /// Asks the stream reader for one page of events after a cursor.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<Arc<StoredEvent>>, BrokerError>")]
+#[rtype(result = "Result<Page, BrokerError>")]
 pub struct ReadPage {
     /// The stream.
     pub topic: Topic,
@@ -133,8 +147,3 @@ pub struct ReadPage {
     /// Page size.
     pub limit: usize,
 }
-
-/// An HTTP worker's arbiter, offered to the hub for placing supervisors.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct WorkerArbiter(pub actix::ArbiterHandle);

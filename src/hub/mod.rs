@@ -1,325 +1,63 @@
-//! The hub: a registry of org supervisors, the stream reader, and the producer API.
+//! The hub: a registry of topic supervisors, the stream reader, sessions, and the producer
+//! API ([`HubHandle`]).
 //!
 //! ```text
-//! Publish ─► Hub ─► Broker ─► LiveSink ─► OrgSupervisor ─► Outbox ─► SessionBody ─► socket
-//!                                  ▲            ▲ Join
-//!                     StreamReader ┘            └── ClientSession (replay, then join)
+//! Publish ─► Registry ─► Broker ─► LiveSink ─► TopicSupervisor ─► Outbox ─► SessionBody ─► socket
+//!                ▲ Join (handed to the topic's supervisor)    ▲ ReadPage (gap fill)
+//!     ClientSession ──── ResolvePosition / ReadPage ────► StreamReader
 //! ```
+//!
+//! - [`registry`]: the `Registry` actor (supervisors by topic, publishes, shutdown flag);
+//! - [`supervisor`]: `TopicSupervisor`, one per active topic (an org or the ops channel);
+//! - [`session`]: `ClientSession`, one per connection (replay, then join);
+//! - [`stream_reader`]: `StreamReader`, every read of the streams, identical reads shared;
+//! - [`messages`]: the messages between them;
+//! - [`outbox`], [`body`]: a connection's bounded queue and the HTTP body draining it;
+//! - [`connections`]: open streams against the limits.
 
+pub mod body;
+pub mod connections;
+pub mod error;
 pub mod messages;
 pub mod outbox;
+pub mod registry;
 pub mod session;
 pub mod stream_reader;
 pub mod supervisor;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
-use prometheus::IntGauge;
-use tracing::{debug, info, info_span};
+use tracing::info_span;
 
 use crate::broker::{BackendHealth, Broker, BrokerError, PublishOutcome};
 use crate::config::{BackendKind, Config};
-use crate::envelope::{NewEvent, PublishRequest, ResumePosition, Topic, ValidationError, now_ms};
-use crate::metrics::{Metrics, PublishPath};
+use crate::envelope::{PublishRequest, ResumePosition, Topic};
+use crate::metrics::Metrics;
+use crate::sse;
 
-pub use messages::{GetSupervisor, Publish, PublishVia, Shutdown, StreamFormat};
+pub use body::SessionBody;
+pub use connections::{ConnectionCounter, Refusal};
+pub use error::{HubError, MAX_BATCH};
+pub use messages::{Publish, PublishFrom, PublishSource, Shutdown};
 pub use outbox::{CloseReason, Outbox};
-pub use session::{ClientSession, SessionBody, SessionSpec};
+pub use registry::{Registry, ShutdownFlag};
+pub use session::{ClientSession, SessionSpec};
 pub use stream_reader::StreamReader;
-pub use supervisor::OrgSupervisor;
+pub use supervisor::TopicSupervisor;
 
-/// Most events in one publish call.
-pub const MAX_BATCH: usize = 1000;
-
-/// Why the hub refused a request.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum HubError {
-    /// An event failed validation (`index` is its position in a batch).
-    #[error("{}{error}", index.map(|i| format!("item {i}: ")).unwrap_or_default())]
-    Invalid {
-        /// Position in the batch, if the request was a batch.
-        index: Option<usize>,
-        /// What was wrong.
-        error: ValidationError,
-    },
-    /// The batch was empty.
-    #[error("the batch is empty")]
-    EmptyBatch,
-    /// The batch had more than [`MAX_BATCH`] events.
-    #[error("a batch holds at most {MAX_BATCH} events, got {0}")]
-    BatchTooLarge(usize),
-    /// The backend cannot take or serve events now.
-    #[error("{0}")]
-    Backend(#[from] BrokerError),
-    /// The hub is shutting down.
-    #[error("the hub is shutting down")]
-    ShuttingDown,
-    /// This instance holds its maximum number of connections.
-    #[error("this instance holds its maximum of {0} connections")]
-    TooManyConnections(usize),
-    /// The org holds its maximum number of connections on this instance.
-    #[error("this org holds its maximum of {0} connections on this instance")]
-    TooManyConnectionsForOrg(usize),
-}
-
-/// Counts open streams, globally and per topic, against the configured limits.
-#[derive(Debug)]
-pub struct ConnectionCounter {
-    total: AtomicUsize,
-    per_topic: Mutex<HashMap<Topic, usize>>,
-    max_total: usize,
-    max_per_topic: usize,
-    gauge: IntGauge,
-}
-
-impl ConnectionCounter {
-    fn new(max_total: usize, max_per_topic: usize, gauge: IntGauge) -> Self {
-        Self {
-            total: AtomicUsize::new(0),
-            per_topic: Mutex::new(HashMap::new()),
-            max_total,
-            max_per_topic,
-            gauge,
-        }
-    }
-
-    fn acquire(self: &Arc<Self>, topic: &Topic) -> Result<ConnectionPermit, HubError> {
-        let mut per_topic = self.per_topic.lock().unwrap_or_else(|p| p.into_inner());
-        if self.total.load(Ordering::Relaxed) >= self.max_total {
-            return Err(HubError::TooManyConnections(self.max_total));
-        }
-        let count = per_topic.entry(topic.clone()).or_insert(0);
-        if *count >= self.max_per_topic {
-            return Err(HubError::TooManyConnectionsForOrg(self.max_per_topic));
-        }
-        *count += 1;
-        self.total.fetch_add(1, Ordering::Relaxed);
-        self.gauge.inc();
-        Ok(ConnectionPermit {
-            counter: self.clone(),
-            topic: topic.clone(),
-        })
-    }
-
-    /// Open streams on this instance.
-    pub fn open(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-}
-
-/// One counted open stream; released when dropped.
-#[derive(Debug)]
-pub struct ConnectionPermit {
-    counter: Arc<ConnectionCounter>,
-    topic: Topic,
-}
-
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        let mut per_topic = self
-            .counter
-            .per_topic
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = per_topic.get_mut(&self.topic) {
-            *count -= 1;
-            if *count == 0 {
-                per_topic.remove(&self.topic);
-            }
-        }
-        self.counter.total.fetch_sub(1, Ordering::Relaxed);
-        self.counter.gauge.dec();
-    }
-}
-
-/// The registry of topics: starts supervisors on demand, spread over arbiters.
-pub struct Hub {
-    broker: Arc<dyn Broker>,
-    config: Arc<Config>,
-    supervisors: HashMap<Topic, Addr<OrgSupervisor>>,
-    arbiters: Vec<ArbiterHandle>,
-    /// The HTTP workers' own threads, once they registered: supervisors placed there wake
-    /// their sessions' connections without a cross-thread hand-off for half of them.
-    worker_arbiters: Vec<ArbiterHandle>,
-    next_arbiter: usize,
-    shutting_down: Arc<AtomicBool>,
-    metrics: Metrics,
-}
-
-impl Hub {
-    fn supervisor(&mut self, topic: &Topic, ctx: &mut Context<Self>) -> Addr<OrgSupervisor> {
-        if let Some(addr) = self.supervisors.get(topic)
-            && addr.connected()
-        {
-            return addr.clone();
-        }
-        // A stopped worker (server shut down) refuses spawns; fall back to the hub's own.
-        self.worker_arbiters.retain(|a| a.spawn(async {}));
-        let pool = if self.worker_arbiters.is_empty() {
-            &self.arbiters
-        } else {
-            &self.worker_arbiters
-        };
-        let arbiter = pool[self.next_arbiter % pool.len()].clone();
-        let arbiter = &arbiter;
-        self.next_arbiter = self.next_arbiter.wrapping_add(1);
-        let (topic_c, broker, hub, config, metrics) = (
-            topic.clone(),
-            self.broker.clone(),
-            ctx.address(),
-            self.config.clone(),
-            self.metrics.clone(),
-        );
-        let addr = OrgSupervisor::start_in_arbiter(arbiter, move |_| {
-            OrgSupervisor::new(topic_c, broker, hub, config, metrics)
-        });
-        debug!(%topic, "supervisor started");
-        self.supervisors.insert(topic.clone(), addr.clone());
-        addr
-    }
-
-    fn validate(&self, msg: Publish) -> Result<(Topic, Vec<NewEvent>), HubError> {
-        let count = msg.requests.len();
-        if count == 0 {
-            return Err(HubError::EmptyBatch);
-        }
-        if count > MAX_BATCH {
-            return Err(HubError::BatchTooLarge(count));
-        }
-        let now = now_ms();
-        let batch = count > 1;
-        let events =
-            msg.requests
-                .into_iter()
-                .enumerate()
-                .map(|(i, request)| {
-                    NewEvent::validate(&msg.topic, request, self.config.max_payload_bytes, now)
-                        .map_err(|error| HubError::Invalid {
-                            index: batch.then_some(i),
-                            error,
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-        Ok((msg.topic, events))
-    }
-}
-
-impl Actor for Hub {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(16_384);
-    }
-}
-
-impl Hub {
-    fn publish(
-        &mut self,
-        msg: Publish,
-        path: PublishPath,
-        ctx: &mut Context<Self>,
-    ) -> ResponseFuture<Result<Vec<PublishOutcome>, HubError>> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(HubError::ShuttingDown) });
-        }
-        let accepted = std::time::Instant::now();
-        let (topic, events) = match self.validate(msg) {
-            Ok(ok) => ok,
-            Err(error) => return Box::pin(async move { Err(error) }),
-        };
-        self.supervisor(&topic, ctx);
-        let publish = self.broker.publish(topic, events);
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let outcomes = publish.await?;
-            metrics
-                .publish_duration
-                .observe(accepted.elapsed().as_secs_f64());
-            let stored = outcomes.iter().filter(|o| !o.is_duplicate()).count();
-            metrics
-                .events_published
-                .for_path(path)
-                .inc_by(stored as u64);
-            Ok(outcomes)
-        })
-    }
-}
-
-impl Handler<Publish> for Hub {
-    type Result = ResponseFuture<Result<Vec<PublishOutcome>, HubError>>;
-
-    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) -> Self::Result {
-        self.publish(msg, PublishPath::InProcess, ctx)
-    }
-}
-
-impl Handler<PublishVia> for Hub {
-    type Result = ResponseFuture<Result<Vec<PublishOutcome>, HubError>>;
-
-    fn handle(&mut self, msg: PublishVia, ctx: &mut Self::Context) -> Self::Result {
-        self.publish(msg.publish, msg.path, ctx)
-    }
-}
-
-impl Handler<messages::WorkerArbiter> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: messages::WorkerArbiter, _ctx: &mut Self::Context) {
-        self.worker_arbiters.push(msg.0);
-    }
-}
-
-impl Handler<GetSupervisor> for Hub {
-    type Result = Result<Addr<OrgSupervisor>, HubError>;
-
-    fn handle(&mut self, msg: GetSupervisor, ctx: &mut Self::Context) -> Self::Result {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(HubError::ShuttingDown);
-        }
-        Ok(self.supervisor(&msg.0, ctx))
-    }
-}
-
-impl Handler<messages::SupervisorIdle> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: messages::SupervisorIdle, _ctx: &mut Self::Context) {
-        if self.supervisors.get(&msg.topic) == Some(&msg.addr) {
-            self.supervisors.remove(&msg.topic);
-            debug!(topic = %msg.topic, "idle supervisor retired");
-        }
-        msg.addr.do_send(messages::StopSupervisor);
-    }
-}
-
-impl Handler<Shutdown> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, _: Shutdown, _ctx: &mut Self::Context) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-        info!(
-            orgs = self.supervisors.len(),
-            "closing every stream for shutdown"
-        );
-        for addr in self.supervisors.values() {
-            addr.do_send(Shutdown);
-        }
-    }
-}
+use session::{SessionLimits, SessionLinks};
 
 /// A cheap-clone handle to a running hub: the in-process API.
 #[derive(Clone)]
 pub struct HubHandle {
-    hub: Addr<Hub>,
-    reader: Addr<StreamReader>,
+    registry: Addr<Registry>,
+    session_links: SessionLinks,
     broker: Arc<dyn Broker>,
     config: Arc<Config>,
     connections: Arc<ConnectionCounter>,
-    shutting_down: Arc<AtomicBool>,
+    shutdown: ShutdownFlag,
     next_session: Arc<AtomicU64>,
     metrics: Metrics,
 }
@@ -335,38 +73,41 @@ impl HubHandle {
         let reader_broker = broker.clone();
         let reader =
             StreamReader::start_in_arbiter(&arbiters[0], move |_| StreamReader::new(reader_broker));
-        let shutting_down = Arc::new(AtomicBool::new(false));
-        let hub = Hub {
-            broker: broker.clone(),
-            config: config.clone(),
-            supervisors: HashMap::new(),
+        let shutdown = ShutdownFlag::default();
+        let registry = Registry::new(
+            broker.clone(),
+            config.clone(),
+            reader.clone().recipient(),
             arbiters,
-            worker_arbiters: Vec::new(),
-            next_arbiter: 0,
-            shutting_down: shutting_down.clone(),
-            metrics: metrics.clone(),
-        }
+            shutdown.clone(),
+            metrics.clone(),
+        )
         .start();
         let connections = Arc::new(ConnectionCounter::new(
             config.max_connections,
             config.max_connections_per_org,
-            metrics.connections.clone(),
+            metrics.clone(),
         ));
+        let session_links = SessionLinks {
+            join: registry.clone().recipient(),
+            resolve: reader.clone().recipient(),
+            read: reader.recipient(),
+        };
         Self {
-            hub,
-            reader,
+            registry,
+            session_links,
             broker,
             config,
             connections,
-            shutting_down,
+            shutdown,
             next_session: Arc::new(AtomicU64::new(1)),
             metrics,
         }
     }
 
-    /// The hub actor's address, for sending [`Publish`] directly.
-    pub fn addr(&self) -> Addr<Hub> {
-        self.hub.clone()
+    /// The registry actor's address, for sending [`Publish`] directly.
+    pub fn addr(&self) -> Addr<Registry> {
+        self.registry.clone()
     }
 
     /// Publishes events to a topic and returns what was stored (or the first copy).
@@ -375,21 +116,21 @@ impl HubHandle {
         topic: Topic,
         requests: Vec<PublishRequest>,
     ) -> Result<Vec<PublishOutcome>, HubError> {
-        self.publish_via(topic, requests, PublishPath::InProcess)
+        self.publish_from(topic, requests, PublishSource::InProcess)
             .await
     }
 
-    /// [`Self::publish`], counted under the given path in the metrics.
-    pub async fn publish_via(
+    /// [`Self::publish`], counted under the given source in the metrics.
+    pub async fn publish_from(
         &self,
         topic: Topic,
         requests: Vec<PublishRequest>,
-        path: PublishPath,
+        source: PublishSource,
     ) -> Result<Vec<PublishOutcome>, HubError> {
-        self.hub
-            .send(PublishVia {
+        self.registry
+            .send(PublishFrom {
                 publish: Publish { topic, requests },
-                path,
+                source,
             })
             .await
             .map_err(|_| HubError::ShuttingDown)?
@@ -409,19 +150,19 @@ impl HubHandle {
 
     /// Offers the current thread's arbiter (an HTTP worker's) for placing supervisors.
     pub fn register_worker_arbiter(&self) {
-        self.hub
+        self.registry
             .do_send(messages::WorkerArbiter(Arbiter::current()));
     }
 
     /// Opens a stream: counts it, queues the `retry:` hint, and starts its session.
     pub fn open_session(&self, spec: SessionSpec) -> Result<SessionBody, HubError> {
         if self.is_shutting_down() {
+            self.connections.refused(Refusal::Shutdown);
             return Err(HubError::ShuttingDown);
         }
         let permit = self.connections.acquire(&spec.topic)?;
-        self.metrics.connections_opened.inc();
         let outbox = Outbox::new(self.config.session_queue_bytes);
-        outbox.push_unbounded(crate::envelope::frame::retry(self.config.retry_ms));
+        outbox.push_unbounded(sse::retry(self.config.retry_ms));
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         // A child of the request's span (when opened over HTTP), so the session's lines
         // carry the request id too.
@@ -431,36 +172,37 @@ impl HubHandle {
             .map_or_else(|| "none".to_owned(), resume_for_log);
         let span =
             info_span!("session", org = %spec.topic.envelope_org(), session = id, resume = %resume);
+        let limits = SessionLimits {
+            page_size: self.config.replay_page_size,
+            queue_limit: self.config.session_queue_bytes,
+            retry_ms: self.config.retry_ms,
+        };
         let session = ClientSession::new(
             id,
             spec,
             outbox.clone(),
-            self.hub.clone(),
-            self.reader.clone(),
-            self.config.replay_page_size,
-            self.config.session_queue_bytes,
-            self.config.retry_ms,
+            self.session_links.clone(),
+            limits,
             self.metrics.clone(),
             span,
         )
         .start();
-        Ok(SessionBody::new(
-            outbox,
-            session,
-            permit,
-            self.metrics.clone(),
-        ))
+        Ok(SessionBody::new(outbox, session.recipient(), permit))
+    }
+
+    /// Counts a stream refused before it reached the hub (by auth).
+    pub fn refuse_stream(&self, refusal: Refusal) {
+        self.connections.refused(refusal);
     }
 
     /// Ends every stream and refuses new ones.
     pub async fn shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-        let _ = self.hub.send(Shutdown).await;
+        let _ = self.registry.send(Shutdown).await;
     }
 
     /// True once shutdown began.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
+        self.shutdown.is_set()
     }
 
     /// The backend's current health.
@@ -492,12 +234,9 @@ impl HubHandle {
 /// A resume position for log lines: cursors and event ids as given; anything else is
 /// client-chosen text that could hold a credential pasted in the wrong place, so only its
 /// length is logged.
-pub(crate) fn resume_for_log(position: &ResumePosition) -> String {
+pub fn resume_for_log(position: &ResumePosition) -> String {
     match position {
         ResumePosition::Cursor(_) | ResumePosition::EventId(_) => position.as_text(),
         ResumePosition::Unrecognized(raw) => format!("<unrecognized, {} chars>", raw.len()),
     }
 }
-
-/// Interval of the memory broker's sweep of expired events.
-pub const MEMORY_SWEEP_INTERVAL: Duration = Duration::from_secs(5);

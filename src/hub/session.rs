@@ -1,29 +1,27 @@
 //! One actor per SSE connection: replays what the client missed, then joins the live
-//! fan-out of its topic's supervisor; its HTTP body drains the session's [`Outbox`].
+//! fan-out of its topic; its HTTP body drains the session's [`Outbox`].
+//!
+//! The resume path: a cursor the supervisor's ring proves joins in one message; anything
+//! else is resolved and paged through the stream reader, then joins with the cursor the
+//! replay reached. Joins go through the registry, which hands them to the topic's current
+//! supervisor, so the session never holds a supervisor it has not joined.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::body::{BodySize, MessageBody};
 use bytes::Bytes;
-use serde_json::json;
 use tracing::{Instrument, Span, debug, warn};
 
-use super::messages::{
-    BodyGone, GetSupervisor, Join, JoinOutcome, Leave, ReadPage, ResolvePosition, StreamFormat,
-};
+use super::messages::{BodyGone, Join, JoinOutcome, Leave, ReadPage, ResolvePosition};
 use super::outbox::{CloseReason, Outbox};
-use super::stream_reader::StreamReader;
-use super::supervisor::OrgSupervisor;
-use super::{ConnectionPermit, Hub, HubError};
-use crate::broker::{BackendHealth, Broker, Resolution};
-use crate::envelope::{Cursor, ResumePosition, StoredEvent, Topic, frame, legacy_projection};
+use crate::envelope::{Cursor, ResumePosition, Topic};
 use crate::filter::EventFilter;
 use crate::metrics::Metrics;
+use crate::recovery::{BehindStep, Resolution, after_behind};
+use crate::sse::{self, StreamFormat};
+
+/// A supervisor that keeps answering `Retry` this many times in a row is treated as gone.
+const MAX_JOIN_RETRIES: usize = 64;
 
 /// What a client asked for when it opened a stream.
 #[derive(Debug, Clone)]
@@ -38,84 +36,62 @@ pub struct SessionSpec {
     pub format: StreamFormat,
 }
 
-/// Encodes a stored event as an SSE frame in the given format.
-pub fn encode_event(event: &StoredEvent, format: StreamFormat) -> Bytes {
-    encode_event_with_id(event, format, event.cursor())
+/// Where a session sends its joins and reads.
+#[derive(Clone)]
+pub struct SessionLinks {
+    /// The registry, which hands joins to the topic's supervisor.
+    pub join: Recipient<Join>,
+    /// The stream reader's lookups.
+    pub resolve: Recipient<ResolvePosition>,
+    /// The stream reader's pages.
+    pub read: Recipient<ReadPage>,
 }
 
-/// Encodes a stored event with an explicit `id:` line (`None`: no `id:` line).
-pub fn encode_event_with_id(
-    event: &StoredEvent,
-    format: StreamFormat,
-    id: Option<Cursor>,
-) -> Bytes {
-    match format {
-        StreamFormat::V1 => frame::event(id, &event.envelope.event, &event.json),
-        StreamFormat::Legacy => {
-            let data = serde_json::to_vec(legacy_projection(&event.envelope)).unwrap_or_default();
-            frame::event(id, &event.envelope.event, &data)
-        }
-    }
-}
-
-/// The `realtime.resync` control frame.
-pub fn resync_frame(reason: &str, last_event_id: &str) -> Bytes {
-    frame::control(
-        "realtime.resync",
-        &json!({"reason": reason, "last_event_id": last_event_id}),
-    )
-}
-
-/// The frame that marks the end of the replay: `realtime.connected` or legacy `connected`.
-pub fn connected_frame(
-    format: StreamFormat,
-    topic: &Topic,
-    broker: &dyn Broker,
-    replayed: usize,
-    cursor: Option<Cursor>,
-) -> Bytes {
-    let backend = broker.kind().as_str();
-    let cursor = cursor.map(|c| c.to_string());
-    match format {
-        StreamFormat::V1 => frame::control(
-            "realtime.connected",
-            &json!({"org_id": topic.envelope_org(), "backend": backend, "replayed": replayed, "cursor": cursor}),
-        ),
-        StreamFormat::Legacy => {
-            let status = match broker.health() {
-                BackendHealth::Ready => "healthy",
-                BackendHealth::Unavailable(_) => "degraded",
-            };
-            frame::control(
-                "connected",
-                &json!({
-                    "status": "ok",
-                    "orgId": topic.envelope_org(),
-                    "backend": backend,
-                    "realtimeStatus": status,
-                    "replayed": replayed,
-                    "lastEventId": cursor,
-                    "replayError": null,
-                }),
-            )
-        }
-    }
-}
-
-/// Everything the replay-then-join task needs, detached from the actor.
-struct JoinPlan {
+/// The replay-then-join task, detached from the actor so it can run as one future.
+struct Replay {
     session_id: u64,
     spec: SessionSpec,
     filter: Arc<EventFilter>,
     outbox: Arc<Outbox>,
-    hub: Addr<Hub>,
-    reader: Addr<StreamReader>,
+    links: SessionLinks,
     page_size: usize,
     queue_limit: usize,
     metrics: Metrics,
 }
 
-impl JoinPlan {
+impl Replay {
+    fn join_message(&self, after: Option<Cursor>, replayed: usize, unverified: bool) -> Join {
+        Join {
+            topic: self.spec.topic.clone(),
+            session_id: self.session_id,
+            outbox: self.outbox.clone(),
+            filter: self.filter.clone(),
+            format: self.spec.format,
+            after,
+            replayed,
+            unverified,
+        }
+    }
+
+    /// Sends a join, asking again while a retiring supervisor answers `Retry` (the registry
+    /// handled its retirement before our next request, so the next answer is a new one).
+    async fn join(&self, after: Option<Cursor>, replayed: usize, unverified: bool) -> JoinOutcome {
+        for _ in 0..MAX_JOIN_RETRIES {
+            let outcome = self
+                .links
+                .join
+                .send(self.join_message(after, replayed, unverified))
+                .await
+                .unwrap_or(JoinOutcome::Closed);
+            if !matches!(outcome, JoinOutcome::Retry) {
+                return outcome;
+            }
+        }
+        JoinOutcome::Closed
+    }
+
+    /// Reads pages after `cursor` into the outbox until the stream is exhausted; returns the
+    /// cursor reached and whether the last page was empty.
     async fn read_pages(
         &self,
         mut cursor: Cursor,
@@ -128,7 +104,8 @@ impl JoinPlan {
                 return Err(CloseReason::Client);
             }
             let page = self
-                .reader
+                .links
+                .read
                 .send(ReadPage {
                     topic: self.spec.topic.clone(),
                     after: cursor,
@@ -140,106 +117,89 @@ impl JoinPlan {
                     warn!(session = self.session_id, %error, "replay read failed");
                     CloseReason::Backend
                 })?;
-            let count = page.len();
-            let mut written = 0u64;
-            for event in page {
+            let mut written = 0usize;
+            for event in page.iter() {
                 if let Some(c) = event.cursor() {
                     cursor = c;
                 }
                 if self.filter.matches(&event.envelope.event) {
                     self.outbox
-                        .push_unbounded(encode_event(&event, self.spec.format));
+                        .push_unbounded(sse::encode_event(event, self.spec.format));
                     written += 1;
                 }
             }
-            *replayed += written as usize;
-            self.metrics.replayed_events.inc_by(written);
-            self.metrics.events_delivered.inc_by(written);
-            if count < self.page_size {
-                return Ok((cursor, count == 0));
+            *replayed += written;
+            self.metrics.record_replay(written);
+            if page.len() < self.page_size {
+                return Ok((cursor, page.is_empty()));
             }
         }
     }
 
-    /// Asks the hub for the topic's current supervisor.
-    async fn supervisor(&self) -> Result<Addr<OrgSupervisor>, CloseReason> {
-        match self.hub.send(GetSupervisor(self.spec.topic.clone())).await {
-            Ok(Ok(addr)) => Ok(addr),
-            Ok(Err(HubError::ShuttingDown)) | Err(_) => Err(CloseReason::Shutdown),
-            Ok(Err(_)) => Err(CloseReason::Backend),
+    /// Where the client's position lands; a position that cannot be replayed gets its
+    /// `realtime.resync` here and the session continues from the live edge.
+    async fn resolve(&self, position: &ResumePosition) -> Result<Option<Cursor>, CloseReason> {
+        let resolution = self
+            .links
+            .resolve
+            .send(ResolvePosition {
+                topic: self.spec.topic.clone(),
+                position: position.clone(),
+            })
+            .await
+            .map_err(|_| CloseReason::Shutdown)?
+            .map_err(|error| {
+                warn!(session = self.session_id, %error, "resume lookup failed");
+                CloseReason::Backend
+            })?;
+        let requests = &self.metrics.replay_requests;
+        match resolution {
+            Resolution::After(cursor) => {
+                requests.hit.inc();
+                Ok(Some(cursor))
+            }
+            other => {
+                let reason = other.resync_reason().unwrap_or("unknown");
+                match other {
+                    Resolution::Expired => requests.expired.inc(),
+                    _ => requests.unknown.inc(),
+                }
+                debug!(
+                    reason,
+                    "resume position not replayable; sending realtime.resync"
+                );
+                self.resync(reason, &position.as_text());
+                Ok(None)
+            }
         }
     }
 
-    /// A cursor the supervisor's ring still covers is served from the ring in one message,
-    /// without a stream lookup or read: this is what a reconnect storm after a short drop
-    /// mostly is. `None`: the ring cannot prove it; take the stream path.
-    async fn join_from_ring(
-        &self,
-        cursor: Cursor,
-    ) -> Result<Option<Addr<OrgSupervisor>>, CloseReason> {
-        let supervisor = self.supervisor().await?;
-        let join = Join {
-            session_id: self.session_id,
-            outbox: self.outbox.clone(),
-            filter: self.filter.clone(),
-            format: self.spec.format,
-            after: Some(cursor),
-            replayed: 0,
-            unverified: true,
+    fn resync(&self, reason: &str, position: &str) {
+        self.outbox.push_unbounded(sse::resync(reason, position));
+        self.metrics.resyncs.inc();
+    }
+
+    /// Replays what the client missed and joins; the supervisor's `Leave` on success.
+    async fn run(self) -> Result<Recipient<Leave>, CloseReason> {
+        if let Some(ResumePosition::Cursor(cursor)) = self.spec.resume {
+            // A cursor the supervisor's ring still covers is served from the ring in one
+            // message, without a stream lookup or read: this is what a reconnect storm after
+            // a short drop mostly is.
+            match self.join(Some(cursor), 0, true).await {
+                JoinOutcome::Joined { handed_over, leave } => {
+                    self.metrics.replay_requests.hit.inc();
+                    self.metrics.record_replay(handed_over);
+                    return Ok(leave);
+                }
+                JoinOutcome::Closed => return Err(CloseReason::Client),
+                JoinOutcome::Behind | JoinOutcome::Retry => {}
+            }
+        }
+        let mut after = match &self.spec.resume {
+            Some(position) => self.resolve(position).await?,
+            None => None,
         };
-        match supervisor.send(join).await {
-            Ok(JoinOutcome::Joined) => {
-                self.metrics.replay_requests.hit.inc();
-                Ok(Some(supervisor))
-            }
-            Ok(JoinOutcome::Closed) => Err(CloseReason::Client),
-            Ok(JoinOutcome::Behind) | Ok(JoinOutcome::Retry) | Err(_) => Ok(None),
-        }
-    }
-
-    async fn run(self) -> Result<Addr<OrgSupervisor>, CloseReason> {
-        let mut after = None;
         let mut replayed = 0usize;
-        if let Some(ResumePosition::Cursor(cursor)) = self.spec.resume
-            && let Some(supervisor) = self.join_from_ring(cursor).await?
-        {
-            return Ok(supervisor);
-        }
-        if let Some(position) = self.spec.resume.clone() {
-            let resolution = self
-                .reader
-                .send(ResolvePosition {
-                    topic: self.spec.topic.clone(),
-                    position: position.clone(),
-                })
-                .await
-                .map_err(|_| CloseReason::Shutdown)?
-                .map_err(|error| {
-                    warn!(session = self.session_id, %error, "resume lookup failed");
-                    CloseReason::Backend
-                })?;
-            let requests = &self.metrics.replay_requests;
-            match resolution {
-                Resolution::After(cursor) => {
-                    requests.hit.inc();
-                    after = Some(cursor);
-                }
-                other => {
-                    let reason = other.resync_reason().unwrap_or("unknown");
-                    match other {
-                        Resolution::Expired => requests.expired.inc(),
-                        _ => requests.unknown.inc(),
-                    }
-                    debug!(
-                        reason,
-                        "resume position not replayable; sending realtime.resync"
-                    );
-                    self.outbox
-                        .push_unbounded(resync_frame(reason, &position.as_text()));
-                    self.metrics.resyncs.inc();
-                }
-            }
-        }
         loop {
             let mut exhausted = false;
             if let Some(cursor) = after {
@@ -247,32 +207,20 @@ impl JoinPlan {
                 after = Some(newest);
                 exhausted = empty;
             }
-            let supervisor = self.supervisor().await?;
-            let join = Join {
-                session_id: self.session_id,
-                outbox: self.outbox.clone(),
-                filter: self.filter.clone(),
-                format: self.spec.format,
-                after,
-                replayed,
-                unverified: false,
-            };
-            match supervisor.send(join).await {
-                Ok(JoinOutcome::Joined) => return Ok(supervisor),
-                Ok(JoinOutcome::Closed) => return Err(CloseReason::Client),
-                Ok(JoinOutcome::Behind) if exhausted => {
-                    // The supervisor is past events the stream no longer has: they expired
-                    // while we replayed.
-                    let position = after.map(|c| c.to_string()).unwrap_or_default();
-                    self.outbox
-                        .push_unbounded(resync_frame("expired", &position));
-                    self.metrics.resyncs.inc();
-                    after = None;
+            match self.join(after, replayed, false).await {
+                JoinOutcome::Joined { handed_over, leave } => {
+                    self.metrics.record_replay(handed_over);
+                    return Ok(leave);
                 }
-                Ok(JoinOutcome::Behind) => {}
-                Ok(JoinOutcome::Retry) | Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                JoinOutcome::Closed | JoinOutcome::Retry => return Err(CloseReason::Client),
+                JoinOutcome::Behind => match after_behind(exhausted) {
+                    BehindStep::ReadMore => {}
+                    BehindStep::ResyncExpired => {
+                        let position = after.map(|c| c.to_string()).unwrap_or_default();
+                        self.resync("expired", &position);
+                        after = None;
+                    }
+                },
             }
         }
     }
@@ -281,46 +229,52 @@ impl JoinPlan {
 /// The actor of one SSE connection.
 pub struct ClientSession {
     id: u64,
-    plan: Option<JoinPlan>,
+    replay: Option<Replay>,
     outbox: Arc<Outbox>,
-    supervisor: Option<Addr<OrgSupervisor>>,
+    leave: Option<Recipient<Leave>>,
     retry_frame: Bytes,
     /// `session{org, session, resume}`: every line about this session is logged in it.
     span: Span,
 }
 
+/// The settings a session needs, taken from the hub's config.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Events per replay page.
+    pub page_size: usize,
+    /// The outbox's bound in bytes.
+    pub queue_limit: usize,
+    /// The `retry:` hint.
+    pub retry_ms: u64,
+}
+
 impl ClientSession {
     /// A session that will replay and join once started.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: u64,
         spec: SessionSpec,
         outbox: Arc<Outbox>,
-        hub: Addr<Hub>,
-        reader: Addr<StreamReader>,
-        page_size: usize,
-        queue_limit: usize,
-        retry_ms: u64,
+        links: SessionLinks,
+        limits: SessionLimits,
         metrics: Metrics,
         span: Span,
     ) -> Self {
         let filter = Arc::new(spec.filter.clone());
         Self {
             id,
-            plan: Some(JoinPlan {
+            replay: Some(Replay {
                 session_id: id,
                 spec,
                 filter,
                 outbox: outbox.clone(),
-                hub,
-                reader,
-                page_size,
-                queue_limit,
+                links,
+                page_size: limits.page_size,
+                queue_limit: limits.queue_limit,
                 metrics,
             }),
             outbox,
-            supervisor: None,
-            retry_frame: frame::retry(retry_ms),
+            leave: None,
+            retry_frame: sse::retry(limits.retry_ms),
             span,
         }
     }
@@ -330,26 +284,23 @@ impl Actor for ClientSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let Some(plan) = self.plan.take() else {
+        let Some(replay) = self.replay.take() else {
             return;
         };
         // Spawned, not waited: a client that leaves mid-replay must still reach `BodyGone`.
         ctx.spawn(
-            plan.run()
+            replay
+                .run()
                 .instrument(self.span.clone())
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
-                    Ok(supervisor) => {
+                    Ok(leave) => {
                         debug!(parent: &act.span, "session joined the live fan-out");
-                        act.supervisor = Some(supervisor);
+                        act.leave = Some(leave);
                     }
                     Err(reason) => {
-                        let _entered = act.span.enter();
-                        debug!(
-                            session = act.id,
-                            reason = reason.as_str(),
-                            "session ended before joining"
-                        );
+                        debug!(parent: &act.span, session = act.id, reason = reason.as_str(),
+                               "session ended before joining");
                         let final_frame =
                             (reason == CloseReason::Backend).then(|| act.retry_frame.clone());
                         act.outbox.close(reason, final_frame);
@@ -362,8 +313,8 @@ impl Actor for ClientSession {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         let reason = self.outbox.closed().unwrap_or(CloseReason::Client);
         debug!(parent: &self.span, reason = reason.as_str(), "session ended");
-        if let Some(supervisor) = self.supervisor.take() {
-            supervisor.do_send(Leave {
+        if let Some(leave) = self.leave.take() {
+            leave.do_send(Leave {
                 session_id: self.id,
             });
         }
@@ -375,53 +326,5 @@ impl Handler<BodyGone> for ClientSession {
 
     fn handle(&mut self, _: BodyGone, ctx: &mut Self::Context) {
         ctx.stop();
-    }
-}
-
-/// The streaming HTTP body of a session: yields whatever its outbox has queued.
-pub struct SessionBody {
-    outbox: Arc<Outbox>,
-    session: Addr<ClientSession>,
-    _permit: ConnectionPermit,
-    metrics: Metrics,
-}
-
-impl SessionBody {
-    pub(crate) fn new(
-        outbox: Arc<Outbox>,
-        session: Addr<ClientSession>,
-        permit: ConnectionPermit,
-        metrics: Metrics,
-    ) -> Self {
-        Self {
-            outbox,
-            session,
-            _permit: permit,
-            metrics,
-        }
-    }
-}
-
-impl MessageBody for SessionBody {
-    type Error = Infallible;
-
-    fn size(&self) -> BodySize {
-        BodySize::Stream
-    }
-
-    fn poll_next(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        self.outbox.poll_take(cx).map(|chunk| chunk.map(Ok))
-    }
-}
-
-impl Drop for SessionBody {
-    fn drop(&mut self) {
-        // Counted here, once per connection, when the socket side is really gone.
-        let reason = self.outbox.body_dropped();
-        self.metrics.connections_closed.for_reason(reason).inc();
-        self.session.do_send(BodyGone);
     }
 }

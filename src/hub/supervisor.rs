@@ -2,11 +2,10 @@
 //!
 //! Everything that touches the order of events for a topic happens here, one message at a
 //! time: live fan-out, session joins, gap fills. That serialization is what makes the
-//! replay-to-live handoff exact (see `Join`).
+//! replay-to-live handoff exact (see `recovery::plan_join`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -14,17 +13,17 @@ use bytes::Bytes;
 use futures_util::stream;
 use tracing::{debug, info, warn};
 
-use super::Hub;
 use super::messages::{
-    Join, JoinOutcome, Leave, Shutdown, StopSupervisor, StreamFormat, SupervisorIdle,
+    Join, JoinOutcome, Leave, ReadPage, Shutdown, StopSupervisor, SupervisorIdle,
 };
 use super::outbox::{CloseReason, Outbox, PushResult};
-use super::session::{connected_frame, encode_event, encode_event_with_id, resync_frame};
-use crate::broker::{Broker, LiveMessage, LiveSink, SinkFlags};
+use crate::broker::{BackendHealth, Broker, InboxSignals, LiveMessage, live_channel};
 use crate::config::Config;
-use crate::envelope::{Cursor, StoredEvent, Topic, frame, now_ms};
+use crate::envelope::{Cursor, StoredEvent, Topic, now_ms};
 use crate::filter::EventFilter;
 use crate::metrics::Metrics;
+use crate::recovery::{JoinPlan, JoinRequest, RingSpan, plan_join};
+use crate::sse::{self, Connected, StreamFormat};
 
 /// Live messages a supervisor may have queued before overflow turns into a gap fill.
 const LIVE_INBOX_CAPACITY: usize = 4096;
@@ -48,21 +47,66 @@ struct RingEntry {
     frame: Bytes,
 }
 
-/// The supervisor of one topic.
-pub struct OrgSupervisor {
+/// Recent events, for joining sessions: holds every event in `(floor, last]`.
+#[derive(Default)]
+struct Ring {
+    entries: VecDeque<RingEntry>,
+    bytes: usize,
+    floor: Cursor,
+}
+
+impl Ring {
+    fn push(&mut self, event: Arc<StoredEvent>, frame: Bytes) {
+        self.bytes += frame.len();
+        self.entries.push_back(RingEntry { event, frame });
+        while self.entries.len() > RING_MAX_EVENTS || self.bytes > RING_MAX_BYTES {
+            let Some(old) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= old.frame.len();
+            if let Some(c) = old.event.cursor() {
+                self.floor = c;
+            }
+        }
+    }
+
+    fn contains(&self, cursor: Cursor) -> bool {
+        self.entries
+            .binary_search_by(|e| e.event.cursor().cmp(&Some(cursor)))
+            .is_ok()
+    }
+
+    fn reset(&mut self, floor: Cursor) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.floor = floor;
+    }
+}
+
+/// Where a supervisor reports to and reads from.
+pub struct SupervisorLinks {
+    /// The registry, told when the supervisor is idle.
+    pub registry: Recipient<SupervisorIdle>,
+    /// The registry's number for this supervisor.
+    pub generation: u64,
+    /// The stream reader, for gap fills.
+    pub reader: Recipient<ReadPage>,
+}
+
+/// The supervisor of one topic (an org, or the ops channel).
+pub struct TopicSupervisor {
     topic: Topic,
     broker: Arc<dyn Broker>,
-    hub: Addr<Hub>,
+    links: SupervisorLinks,
     config: Arc<Config>,
     sessions: HashMap<u64, SessionEntry>,
     /// Cursor of the newest event fanned out (or the stream's head when subscribing).
     last: Cursor,
-    /// The ring holds every event in `(ring_floor, last]`.
-    ring_floor: Cursor,
-    ring: VecDeque<RingEntry>,
-    ring_bytes: usize,
-    flags: Arc<SinkFlags>,
+    ring: Ring,
+    signals: Option<InboxSignals>,
     sink_id: Option<u64>,
+    /// A gap fill must run before live delivery is trusted (set when a fill failed).
+    gap_pending: bool,
     filling: bool,
     stashed: Option<LiveMessage>,
     empty_since: Option<Instant>,
@@ -76,37 +120,27 @@ pub struct OrgSupervisor {
     fill_delivered: usize,
 }
 
-/// Offers a frame to a session's bounded queue, counting a slow disconnect on overflow.
-fn push_counted(outbox: &Outbox, bytes: Bytes, retry: &Bytes, metrics: &Metrics) -> PushResult {
-    let result = outbox.push(bytes, || retry.clone());
-    if result == PushResult::Overflow {
-        metrics.slow_disconnects.inc();
-    }
-    result
-}
-
-impl OrgSupervisor {
+impl TopicSupervisor {
     /// A supervisor for `topic`; it subscribes when started and records into `metrics`.
     pub fn new(
         topic: Topic,
         broker: Arc<dyn Broker>,
-        hub: Addr<Hub>,
+        links: SupervisorLinks,
         config: Arc<Config>,
         metrics: Metrics,
     ) -> Self {
-        let retry_frame = frame::retry(config.retry_ms);
+        let retry_frame = sse::retry(config.retry_ms);
         Self {
             topic,
             broker,
-            hub,
+            links,
             config,
             sessions: HashMap::new(),
             last: Cursor::default(),
-            ring_floor: Cursor::default(),
-            ring: VecDeque::new(),
-            ring_bytes: 0,
-            flags: Arc::new(SinkFlags::default()),
+            ring: Ring::default(),
+            signals: None,
             sink_id: None,
+            gap_pending: false,
             filling: false,
             stashed: None,
             empty_since: Some(Instant::now()),
@@ -120,23 +154,35 @@ impl OrgSupervisor {
     }
 
     fn subscribe(&mut self, ctx: &mut Context<Self>) {
-        let (sink, mut rx, flags) = LiveSink::channel(LIVE_INBOX_CAPACITY);
-        self.flags = flags;
+        let (sink, inbox) = live_channel(LIVE_INBOX_CAPACITY);
         self.sink_id = Some(sink.id());
-        ctx.add_stream(stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        self.signals = Some(inbox.signals);
+        let mut messages = inbox.messages;
+        ctx.add_stream(stream::poll_fn(move |cx| messages.poll_recv(cx)));
         let subscribe = self.broker.subscribe(self.topic.clone(), sink);
         ctx.wait(subscribe.into_actor(self).map(|result, act, _ctx| match result {
             Ok(head) => {
                 act.last = head.unwrap_or_default();
-                act.ring_floor = act.last;
+                act.ring.reset(act.last);
                 debug!(topic = %act.topic, head = %act.last, "supervisor subscribed");
             }
             Err(error) => {
                 // Live events may have been missed: fill from the stream once it works.
                 warn!(topic = %act.topic, %error, "subscribe failed; will fill from the stream");
-                act.flags.gap.store(true, Ordering::SeqCst);
+                act.gap_pending = true;
             }
         }));
+    }
+
+    /// Whether the inbox or an earlier failure asks for a gap fill (taking the inbox's
+    /// signal).
+    fn take_gap(&mut self) -> bool {
+        let signalled = self.signals.as_ref().is_some_and(InboxSignals::take_gap);
+        std::mem::take(&mut self.gap_pending) || signalled
+    }
+
+    fn gap_signalled(&self) -> bool {
+        self.gap_pending || self.signals.as_ref().is_some_and(InboxSignals::has_gap)
     }
 
     /// Writes one live event to every interested session, once, in cursor order; false
@@ -156,20 +202,7 @@ impl OrgSupervisor {
         );
         if let Some(cursor) = cursor {
             self.last = cursor;
-            self.ring_bytes += v1_frame.len();
-            self.ring.push_back(RingEntry {
-                event,
-                frame: v1_frame,
-            });
-            while self.ring.len() > RING_MAX_EVENTS || self.ring_bytes > RING_MAX_BYTES {
-                let Some(old) = self.ring.pop_front() else {
-                    break;
-                };
-                self.ring_bytes -= old.frame.len();
-                if let Some(c) = old.event.cursor() {
-                    self.ring_floor = c;
-                }
-            }
+            self.ring.push(event, v1_frame);
         }
         true
     }
@@ -179,11 +212,7 @@ impl OrgSupervisor {
     /// delivered it goes out now, without an `id:` line, so clients keep the newer cursor as
     /// their `Last-Event-ID` and a resume neither repeats nor skips anything.
     fn deliver_late(&mut self, event: Arc<StoredEvent>, cursor: Cursor) {
-        let in_ring = self
-            .ring
-            .binary_search_by(|e| e.event.cursor().cmp(&Some(cursor)))
-            .is_ok();
-        if cursor <= self.ring_floor || in_ring || self.late.contains(&cursor) {
+        if cursor <= self.ring.floor || self.ring.contains(cursor) || self.late.contains(&cursor) {
             return;
         }
         self.late.push_back(cursor);
@@ -206,7 +235,7 @@ impl OrgSupervisor {
         id_line: Option<Cursor>,
         wants: impl Fn(&SessionEntry) -> bool,
     ) -> Bytes {
-        let v1_frame = encode_event_with_id(event, StreamFormat::V1, id_line);
+        let v1_frame = sse::encode_event_with_id(event, StreamFormat::V1, id_line);
         let mut legacy_frame: Option<Bytes> = None;
         let mut queued = 0u64;
         let mut dead = Vec::new();
@@ -218,11 +247,11 @@ impl OrgSupervisor {
                 StreamFormat::V1 => v1_frame.clone(),
                 StreamFormat::Legacy => legacy_frame
                     .get_or_insert_with(|| {
-                        encode_event_with_id(event, StreamFormat::Legacy, id_line)
+                        sse::encode_event_with_id(event, StreamFormat::Legacy, id_line)
                     })
                     .clone(),
             };
-            match push_counted(&session.outbox, bytes, &self.retry_frame, &self.metrics) {
+            match self.push(&session.outbox, bytes) {
                 PushResult::Queued => queued += 1,
                 PushResult::Overflow => {
                     info!(topic = %self.topic, session = id, "slow client disconnected");
@@ -234,13 +263,18 @@ impl OrgSupervisor {
         for id in dead {
             self.sessions.remove(&id);
         }
-        if queued > 0 {
-            // Once per event, not per session: the hot path stays one atomic add.
-            self.metrics.events_delivered.inc_by(queued);
-            let lag_ms = now_ms().saturating_sub(event.published_ms);
-            self.metrics.delivery_lag.observe(lag_ms as f64 / 1000.0);
-        }
+        // Once per event, not per session: the hot path stays one atomic add.
+        self.metrics.record_live(queued, event.published_ms);
         v1_frame
+    }
+
+    /// Offers a frame to a session's bounded queue, counting a slow disconnect on overflow.
+    fn push(&self, outbox: &Outbox, bytes: Bytes) -> PushResult {
+        let result = outbox.push(bytes, || self.retry_frame.clone());
+        if result == PushResult::Overflow {
+            self.metrics.slow_disconnects.inc();
+        }
+        result
     }
 
     fn on_live(&mut self, message: LiveMessage, ctx: &mut Context<Self>) {
@@ -251,17 +285,14 @@ impl OrgSupervisor {
                     self.deliver(event);
                 }
             },
-            LiveMessage::Gap => {
-                self.flags.gap.store(true, Ordering::SeqCst);
-                self.fill_gap(None, ctx);
-            }
+            LiveMessage::Gap => self.fill_gap(None, ctx),
             LiveMessage::DataLost => self.resync_all(),
         }
     }
 
     /// A data-loss signal that found the inbox full is handled before anything else.
-    fn take_lost_flag(&mut self) {
-        if self.flags.lost.swap(false, Ordering::SeqCst) {
+    fn take_lost_signal(&mut self) {
+        if self.signals.as_ref().is_some_and(InboxSignals::take_lost) {
             self.resync_all();
         }
     }
@@ -269,25 +300,19 @@ impl OrgSupervisor {
     /// The stream lost its data: every session is told to resync and continues live.
     fn resync_all(&mut self) {
         warn!(topic = %self.topic, last = %self.last, "stream data lost; sending realtime.resync");
-        let resync = resync_frame("unknown", &self.last.to_string());
+        let resync = sse::resync("unknown", &self.last.to_string());
         let mut sent = 0u64;
-        for session in self.sessions.values_mut() {
-            let pushed = push_counted(
-                &session.outbox,
-                resync.clone(),
-                &self.retry_frame,
-                &self.metrics,
-            );
-            if pushed == PushResult::Queued {
+        for session in self.sessions.values() {
+            if self.push(&session.outbox, resync.clone()) == PushResult::Queued {
                 sent += 1;
             }
+        }
+        for session in self.sessions.values_mut() {
             session.skip_through = None;
         }
         self.metrics.resyncs.inc_by(sent);
         self.last = Cursor::default();
-        self.ring.clear();
-        self.ring_bytes = 0;
-        self.ring_floor = Cursor::default();
+        self.ring.reset(Cursor::default());
     }
 
     /// Reads the stream after `last` page by page and delivers it, then `then` (the live
@@ -300,54 +325,63 @@ impl OrgSupervisor {
             return;
         }
         self.filling = true;
-        self.flags.gap.store(false, Ordering::SeqCst);
+        self.take_gap();
         self.fill_page(ctx);
     }
 
     fn fill_page(&mut self, ctx: &mut Context<Self>) {
         let page_size = self.config.replay_page_size;
-        let read = self
-            .broker
-            .read_after(self.topic.clone(), self.last, page_size);
-        ctx.wait(read.into_actor(self).map(move |result, act, ctx| match result {
-            Ok(events) => {
-                let full = events.len() == page_size;
-                if !events.is_empty() {
-                    debug!(topic = %act.topic, count = events.len(), "gap filled from stream");
-                }
-                for event in events {
-                    if act.deliver(event) {
-                        act.fill_delivered += 1;
+        let read = self.links.reader.send(ReadPage {
+            topic: self.topic.clone(),
+            after: self.last,
+            limit: page_size,
+        });
+        ctx.wait(read.into_actor(self).map(move |result, act, ctx| {
+            match result.unwrap_or_else(|_| Err(crate::broker::BrokerError::Unavailable(
+                "the stream reader stopped".into(),
+            ))) {
+                Ok(page) => {
+                    if !page.is_empty() {
+                        debug!(topic = %act.topic, count = page.len(), "gap filled from stream");
+                    }
+                    for event in page.iter() {
+                        if act.deliver(event.clone()) {
+                            act.fill_delivered += 1;
+                        }
+                    }
+                    if page.len() == page_size {
+                        act.fill_page(ctx);
+                    } else {
+                        act.fill_done(ctx);
                     }
                 }
-                if full {
-                    act.fill_page(ctx);
-                } else {
-                    // A fill that failed part-way is completed by a later one: counted then.
-                    if act.fill_delivered > 0 {
-                        act.metrics.gap_fills.inc();
-                        act.fill_delivered = 0;
-                    }
+                Err(error) => {
+                    warn!(topic = %act.topic, %error, "gap fill failed; retrying on the next sweep");
                     act.filling = false;
-                    if let Some(message) = act.stashed.take() {
-                        act.on_live(message, ctx);
-                    }
+                    act.gap_pending = true;
                 }
-            }
-            Err(error) => {
-                warn!(topic = %act.topic, %error, "gap fill failed; retrying on the next sweep");
-                act.filling = false;
-                act.flags.gap.store(true, Ordering::SeqCst);
             }
         }));
+    }
+
+    fn fill_done(&mut self, ctx: &mut Context<Self>) {
+        // A fill that failed part-way is completed by a later one: counted then.
+        if self.fill_delivered > 0 {
+            self.metrics.gap_fills.inc();
+            self.fill_delivered = 0;
+        }
+        self.filling = false;
+        if let Some(message) = self.stashed.take() {
+            self.on_live(message, ctx);
+        }
     }
 
     /// Periodic work: prune closed sessions, heartbeats, pending gap fills, idle retirement.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         let heartbeat = self.config.heartbeat;
+        let beat = sse::heartbeat();
         let mut dead = Vec::new();
-        let beat = Bytes::from_static(frame::HEARTBEAT);
         for (id, session) in &self.sessions {
             if session.outbox.closed().is_some() {
                 dead.push(*id);
@@ -356,29 +390,23 @@ impl OrgSupervisor {
             self.metrics
                 .session_queue_bytes
                 .observe(session.outbox.queued_bytes() as f64);
-            if session.outbox.idle_for(now) >= heartbeat {
-                let pushed = push_counted(
-                    &session.outbox,
-                    beat.clone(),
-                    &self.retry_frame,
-                    &self.metrics,
-                );
-                if pushed != PushResult::Queued {
-                    dead.push(*id);
-                }
+            if session.outbox.idle_for(now) >= heartbeat
+                && self.push(&session.outbox, beat.clone()) != PushResult::Queued
+            {
+                dead.push(*id);
             }
         }
         for id in dead {
             self.sessions.remove(&id);
         }
-        self.take_lost_flag();
-        if !self.filling && self.flags.gap.load(Ordering::SeqCst) {
+        self.take_lost_signal();
+        if !self.filling && self.gap_signalled() {
             self.fill_gap(None, ctx);
         }
-        self.check_idle(now, ctx);
+        self.check_idle(now);
     }
 
-    fn check_idle(&mut self, now: Instant, ctx: &mut Context<Self>) {
+    fn check_idle(&mut self, now: Instant) {
         if !self.sessions.is_empty() {
             self.empty_since = None;
             return;
@@ -386,33 +414,56 @@ impl OrgSupervisor {
         let since = *self.empty_since.get_or_insert(now);
         if !self.retiring && now.duration_since(since) >= self.config.supervisor_idle {
             self.retiring = true;
-            self.hub.do_send(SupervisorIdle {
+            self.links.registry.do_send(SupervisorIdle {
                 topic: self.topic.clone(),
-                addr: ctx.address(),
+                generation: self.links.generation,
             });
         }
-    }
-
-    fn add_session(&mut self, join: &Join, skip_through: Option<Cursor>) {
-        self.empty_since = None;
-        self.sessions.insert(
-            join.session_id,
-            SessionEntry {
-                outbox: join.outbox.clone(),
-                filter: join.filter.clone(),
-                format: join.format,
-                skip_through,
-                read_through: join.after,
-            },
-        );
     }
 
     fn sweep_period(&self) -> Duration {
         (self.config.heartbeat / 3).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
+
+    /// Hands the ring's events after `after` to a joining session; returns how many.
+    fn hand_over(&self, join: &Join, after: Cursor) -> usize {
+        let mut handed_over = 0;
+        for entry in self
+            .ring
+            .entries
+            .iter()
+            .filter(|e| e.event.cursor() > Some(after))
+        {
+            if !join.filter.matches(&entry.event.envelope.event) {
+                continue;
+            }
+            let bytes = match join.format {
+                StreamFormat::V1 => entry.frame.clone(),
+                StreamFormat::Legacy => sse::encode_event(&entry.event, StreamFormat::Legacy),
+            };
+            join.outbox.push_unbounded(bytes);
+            handed_over += 1;
+        }
+        handed_over
+    }
+
+    fn connected_frame(&self, join: &Join, replayed: usize, position: Cursor) -> Bytes {
+        let backend = self.broker.kind().as_str();
+        let healthy = self.broker.health() == BackendHealth::Ready;
+        sse::connected(
+            join.format,
+            &Connected {
+                org_id: self.topic.envelope_org(),
+                backend,
+                healthy,
+                replayed,
+                cursor: (position != Cursor::default()).then_some(position),
+            },
+        )
+    }
 }
 
-impl Actor for OrgSupervisor {
+impl Actor for TopicSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -435,10 +486,10 @@ impl Actor for OrgSupervisor {
     }
 }
 
-impl StreamHandler<LiveMessage> for OrgSupervisor {
+impl StreamHandler<LiveMessage> for TopicSupervisor {
     fn handle(&mut self, message: LiveMessage, ctx: &mut Self::Context) {
-        self.take_lost_flag();
-        if self.filling || self.flags.gap.load(Ordering::SeqCst) {
+        self.take_lost_signal();
+        if self.filling || self.gap_signalled() {
             self.fill_gap(Some(message), ctx);
         } else {
             self.on_live(message, ctx);
@@ -450,26 +501,10 @@ impl StreamHandler<LiveMessage> for OrgSupervisor {
     }
 }
 
-impl OrgSupervisor {
-    /// Whether a client's cursor can be served from the ring alone: it lies in
-    /// `[ring_floor, last]`, so it is neither newer than the stream nor trimmed, and it is
-    /// inside the replay window (the stream path would call an older one expired).
-    fn ring_proves(&self, after: Option<Cursor>) -> bool {
-        let Some(after) = after else {
-            return false;
-        };
-        let oldest_ms = now_ms().saturating_sub(self.config.window_ms());
-        self.last != Cursor::default()
-            && after >= self.ring_floor
-            && after <= self.last
-            && after.ms >= oldest_ms
-    }
-}
-
-impl Handler<Join> for OrgSupervisor {
+impl Handler<Join> for TopicSupervisor {
     type Result = MessageResult<Join>;
 
-    fn handle(&mut self, join: Join, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, join: Join, ctx: &mut Self::Context) -> Self::Result {
         if join.outbox.closed().is_some() {
             return MessageResult(JoinOutcome::Closed);
         }
@@ -480,47 +515,42 @@ impl Handler<Join> for OrgSupervisor {
         if self.retiring {
             return MessageResult(JoinOutcome::Retry);
         }
-        if join.unverified && !self.ring_proves(join.after) {
-            return MessageResult(JoinOutcome::Behind);
-        }
-        let mut handed_over = 0usize;
-        let skip_through = match join.after {
-            None => None,
-            Some(after) if after >= self.last => Some(after),
-            Some(after) if after >= self.ring_floor => {
-                for entry in self.ring.iter().filter(|e| e.event.cursor() > Some(after)) {
-                    if !join.filter.matches(&entry.event.envelope.event) {
-                        continue;
-                    }
-                    let bytes = match join.format {
-                        StreamFormat::V1 => entry.frame.clone(),
-                        StreamFormat::Legacy => encode_event(&entry.event, StreamFormat::Legacy),
-                    };
-                    join.outbox.push_unbounded(bytes);
-                    handed_over += 1;
-                }
-                // The ring hands over what the stream pages did not reach: still replay.
-                self.metrics.replayed_events.inc_by(handed_over as u64);
-                self.metrics.events_delivered.inc_by(handed_over as u64);
-                None
-            }
-            Some(_) => return MessageResult(JoinOutcome::Behind),
+        let ring = RingSpan {
+            floor: self.ring.floor,
+            last: self.last,
+        };
+        let request = JoinRequest {
+            after: join.after,
+            unverified: join.unverified,
+        };
+        let oldest_ms = now_ms().saturating_sub(self.config.window_ms());
+        let (skip_through, handed_over) = match plan_join(ring, request, oldest_ms) {
+            JoinPlan::Behind => return MessageResult(JoinOutcome::Behind),
+            JoinPlan::Live { skip_through } => (skip_through, 0),
+            JoinPlan::HandOver { after } => (None, self.hand_over(&join, after)),
         };
         let position = skip_through.unwrap_or(self.last).max(self.last);
-        let connected = connected_frame(
-            join.format,
-            &self.topic,
-            self.broker.as_ref(),
-            join.replayed + handed_over,
-            (position != Cursor::default()).then_some(position),
-        );
+        let connected = self.connected_frame(&join, join.replayed + handed_over, position);
         join.outbox.push_unbounded(connected);
-        self.add_session(&join, skip_through);
-        MessageResult(JoinOutcome::Joined)
+        self.empty_since = None;
+        self.sessions.insert(
+            join.session_id,
+            SessionEntry {
+                outbox: join.outbox,
+                filter: join.filter,
+                format: join.format,
+                skip_through,
+                read_through: join.after,
+            },
+        );
+        MessageResult(JoinOutcome::Joined {
+            handed_over,
+            leave: ctx.address().recipient(),
+        })
     }
 }
 
-impl Handler<Leave> for OrgSupervisor {
+impl Handler<Leave> for TopicSupervisor {
     type Result = ();
 
     fn handle(&mut self, leave: Leave, _ctx: &mut Self::Context) {
@@ -528,7 +558,7 @@ impl Handler<Leave> for OrgSupervisor {
     }
 }
 
-impl Handler<Shutdown> for OrgSupervisor {
+impl Handler<Shutdown> for TopicSupervisor {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, _ctx: &mut Self::Context) {
@@ -540,7 +570,7 @@ impl Handler<Shutdown> for OrgSupervisor {
     }
 }
 
-impl Handler<StopSupervisor> for OrgSupervisor {
+impl Handler<StopSupervisor> for TopicSupervisor {
     type Result = ();
 
     fn handle(&mut self, _: StopSupervisor, ctx: &mut Self::Context) {

@@ -1,14 +1,37 @@
-//! Credentials: HS256 JWTs and hashed API keys, and what they grant.
+//! Credentials and what they grant. This module verifies credentials; it never sees an
+//! HTTP request (the HTTP layer extracts the [`Credential`]).
+//!
+//! - [`jwt`]: HS256 tokens (`REALTIME_JWT_SECRET`);
+//! - [`api_keys`]: the hashed keys file (`REALTIME_API_KEYS_FILE`).
 
-use std::collections::HashMap;
+pub mod api_keys;
+pub mod jwt;
+
 use std::path::Path;
 
-use actix_web::HttpRequest;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
 use crate::envelope::{OrgId, Topic};
+
+pub use api_keys::{ApiKeys, hash_api_key};
+pub use jwt::{Claims, JwtVerifier, sign_token};
+
+/// A credential as a client presented it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer <t>` or the `access_token` query parameter.
+    Bearer(String),
+    /// The `x-api-key` header.
+    ApiKey(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret itself: this may end up in a log line.
+        match self {
+            Self::Bearer(_) => f.write_str("Bearer(..)"),
+            Self::ApiKey(_) => f.write_str("ApiKey(..)"),
+        }
+    }
+}
 
 /// What a credential may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,42 +184,6 @@ impl Grant {
     }
 }
 
-/// JWT claims the hub reads and `token` writes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    /// Expiry, seconds since the epoch (required).
-    pub exp: u64,
-    /// The single org.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub org_id: Option<String>,
-    /// Several orgs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub orgs: Option<Vec<String>>,
-    /// Space-separated scopes.
-    #[serde(default)]
-    pub scope: String,
-}
-
-struct ApiKeyEntry {
-    org: OrgId,
-    scopes: Vec<Scope>,
-}
-
-/// The configured verifiers; with neither, auth is off.
-pub struct Auth {
-    jwt: Option<(DecodingKey, Validation)>,
-    api_keys: Option<HashMap<[u8; 32], ApiKeyEntry>>,
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Auth")
-            .field("jwt", &self.jwt.is_some())
-            .field("api_keys", &self.api_keys.as_ref().map(HashMap::len))
-            .finish()
-    }
-}
-
 fn parse_scopes(words: &str, separator: char) -> Vec<Scope> {
     words
         .split(separator)
@@ -208,12 +195,22 @@ fn parse_scopes(words: &str, separator: char) -> Vec<Scope> {
 ///
 /// The same parser [`Auth::new`] applies to the file; pure, for tests and fuzzing.
 pub fn parse_api_keys(text: &str) -> Result<usize, String> {
-    Auth::parse_keys(text).map(|keys| keys.len())
+    ApiKeys::parse(text).map(|keys| keys.len())
 }
 
-/// SHA-256 of an API key as lowercase hex, the form stored in the keys file.
-pub fn hash_api_key(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+/// The configured verifiers; with neither, auth is off.
+pub struct Auth {
+    jwt: Option<JwtVerifier>,
+    api_keys: Option<ApiKeys>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("jwt", &self.jwt.is_some())
+            .field("api_keys", &self.api_keys.as_ref().map(ApiKeys::len))
+            .finish()
+    }
 }
 
 impl Auth {
@@ -227,58 +224,16 @@ impl Auth {
 
     /// Builds verifiers from the JWT secret and/or the API keys file.
     pub fn new(jwt_secret: Option<&str>, api_keys_file: Option<&Path>) -> Result<Self, String> {
-        let jwt = match jwt_secret {
-            None => None,
-            Some(secret) => {
-                let key = DecodingKey::from_secret(secret.as_bytes())
-                    .map_err(|e| format!("REALTIME_JWT_SECRET: {e}"))?;
-                let mut validation = Validation::new(Algorithm::HS256);
-                validation.set_required_spec_claims(&["exp"]);
-                validation.leeway = 0;
-                Some((key, validation))
-            }
-        };
+        let jwt = jwt_secret.map(JwtVerifier::new).transpose()?;
         let api_keys = match api_keys_file {
             None => None,
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                Some(Self::parse_keys(&text)?)
+                Some(ApiKeys::parse(&text)?)
             }
         };
         Ok(Self { jwt, api_keys })
-    }
-
-    fn parse_keys(text: &str) -> Result<HashMap<[u8; 32], ApiKeyEntry>, String> {
-        let mut keys = HashMap::new();
-        for (number, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let bad = |why: &str| format!("line {}: {why}", number + 1);
-            let [hash, org, scopes] = fields[..] else {
-                return Err(bad("expected `<sha256 hex> <org_id> <scopes>`"));
-            };
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(hash, &mut digest).map_err(|_| bad("bad sha256 hex"))?;
-            let org = OrgId::parse(org).map_err(|e| bad(&e.to_string()))?;
-            let parsed = parse_scopes(scopes, ',');
-            if parsed.len() != scopes.split(',').count() {
-                return Err(bad(
-                    "scopes are a comma-separated subset of subscribe,publish,ops",
-                ));
-            }
-            keys.insert(
-                digest,
-                ApiKeyEntry {
-                    org,
-                    scopes: parsed,
-                },
-            );
-        }
-        Ok(keys)
     }
 
     /// True when neither JWT nor API keys are configured.
@@ -286,98 +241,39 @@ impl Auth {
         self.jwt.is_none() && self.api_keys.is_none()
     }
 
-    /// Authenticates a request from its bearer token, `access_token` query or `x-api-key`.
-    pub fn authenticate(&self, req: &HttpRequest) -> Result<Grant, AuthError> {
+    /// What the presented credential grants (everything when auth is off).
+    pub fn authenticate(&self, credential: Option<&Credential>) -> Result<Grant, AuthError> {
         if self.is_off() {
             return Ok(Grant::open());
         }
-        if let Some(token) = bearer_token(req) {
-            return self.verify_token(&token);
+        match credential {
+            Some(Credential::Bearer(token)) => self.verify_token(token),
+            Some(Credential::ApiKey(key)) => self.verify_api_key(key),
+            None => Err(AuthError::Missing),
         }
-        if let Some(key) = req.headers().get("x-api-key") {
-            let key = key.to_str().map_err(|_| AuthError::InvalidApiKey)?;
-            return self.verify_api_key(key);
-        }
-        Err(AuthError::Missing)
     }
 
     /// Verifies an HS256 token.
     pub fn verify_token(&self, token: &str) -> Result<Grant, AuthError> {
-        let Some((key, validation)) = &self.jwt else {
-            return Err(AuthError::InvalidToken);
-        };
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::TokenExpired,
-                _ => AuthError::InvalidToken,
-            })?;
-        let claims = data.claims;
-        let mut orgs = Vec::new();
-        for raw in claims.org_id.iter().chain(claims.orgs.iter().flatten()) {
-            orgs.push(OrgId::parse(raw).map_err(|_| AuthError::InvalidToken)?);
-        }
-        Ok(Grant {
-            orgs: OrgGrant::List(orgs),
-            scopes: parse_scopes(&claims.scope, ' '),
-        })
+        self.jwt
+            .as_ref()
+            .ok_or(AuthError::InvalidToken)?
+            .verify(token)
     }
 
     /// Verifies an API key against the hashed keys file.
     pub fn verify_api_key(&self, key: &str) -> Result<Grant, AuthError> {
-        let keys = self.api_keys.as_ref().ok_or(AuthError::InvalidApiKey)?;
-        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        let entry = keys.get(&digest).ok_or(AuthError::InvalidApiKey)?;
-        Ok(Grant {
-            orgs: OrgGrant::List(vec![entry.org.clone()]),
-            scopes: entry.scopes.clone(),
-        })
+        self.api_keys
+            .as_ref()
+            .ok_or(AuthError::InvalidApiKey)?
+            .verify(key)
     }
-}
-
-fn bearer_token(req: &HttpRequest) -> Option<String> {
-    if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION)
-        && let Ok(text) = value.to_str()
-    {
-        let mut parts = text.splitn(2, ' ');
-        if parts
-            .next()
-            .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
-        {
-            return parts.next().map(|t| t.trim().to_owned());
-        }
-    }
-    crate::http::query_param(req, "access_token")
-}
-
-/// Signs a token for `orgs` with `scopes`, valid for `ttl_seconds` (the `token` command).
-pub fn sign_token(
-    secret: &str,
-    orgs: &[OrgId],
-    scopes: &[Scope],
-    ttl_seconds: u64,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    let exp = crate::envelope::now_ms() / 1000 + ttl_seconds;
-    let (org_id, orgs) = match orgs {
-        [one] => (Some(one.to_string()), None),
-        many => (None, Some(many.iter().map(ToString::to_string).collect())),
-    };
-    let claims = Claims {
-        exp,
-        org_id,
-        orgs,
-        scope: scopes
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
-    };
-    let key = EncodingKey::from_secret(secret.as_bytes())?;
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     #[test]
     fn tokens_round_trip_and_expire() {
@@ -430,7 +326,7 @@ mod tests {
             "{} org_a subscribe,publish\n# comment\n",
             hash_api_key("k1")
         );
-        let keys = Auth::parse_keys(&line).unwrap();
+        let keys = ApiKeys::parse(&line).unwrap();
         let auth = Auth {
             jwt: None,
             api_keys: Some(keys),
@@ -438,8 +334,8 @@ mod tests {
         let grant = auth.verify_api_key("k1").unwrap();
         assert_eq!(grant.scopes, vec![Scope::Subscribe, Scope::Publish]);
         assert_eq!(auth.verify_api_key("k2"), Err(AuthError::InvalidApiKey));
-        assert!(Auth::parse_keys("zz org_a subscribe").is_err());
-        assert!(Auth::parse_keys(&format!("{} a:b subscribe", hash_api_key("x"))).is_err());
-        assert!(Auth::parse_keys(&format!("{} a admin", hash_api_key("x"))).is_err());
+        assert!(ApiKeys::parse("zz org_a subscribe").is_err());
+        assert!(ApiKeys::parse(&format!("{} a:b subscribe", hash_api_key("x"))).is_err());
+        assert!(ApiKeys::parse(&format!("{} a admin", hash_api_key("x"))).is_err());
     }
 }

@@ -1,4 +1,6 @@
-//! HTTP errors: every failure the API reports, mapped to a status and a JSON body in one place.
+//! HTTP errors: every failure the API reports, mapped to a status and a JSON body in one
+//! place. The library's own errors (`AuthError`, `HubError`, `ValidationError`) know nothing
+//! of HTTP.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};

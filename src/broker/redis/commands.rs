@@ -1,0 +1,356 @@
+//! Everything the Redis backend does on its command connection: the atomic publish script,
+//! stream reads and lookups, the data-set epoch and the canary.
+
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Value};
+use tracing::warn;
+
+use super::health::RedisHealth;
+use super::keys::Keys;
+use crate::broker::{BrokerError, PublishOutcome, Resolution};
+use crate::envelope::{Cursor, Envelope, NewEvent, ResumePosition, StoredEvent, Topic, now_ms};
+use crate::recovery::{classify_cursor, expired_or_unknown};
+
+/// The publish script: for each event, skip it if its id was stored within the window,
+/// else XADD (trimming by MINID) and PUBLISH the envelope with its cursor. One call is
+/// atomic, so an event is in both the stream and the channel or in neither.
+///
+/// KEYS: stream, channel, then one idempotency key per event.
+/// ARGV: minid, window ms, then one cursor-less envelope JSON per event.
+/// Returns per event `{1, cursor}` (stored) or `{0, cursor, data}` (duplicate).
+pub const PUBLISH_SCRIPT: &str = r#"
+local results = {}
+for i = 3, #ARGV do
+  local id_key = KEYS[i]
+  local data = ARGV[i]
+  local first = redis.call('GET', id_key)
+  local duplicate = nil
+  if first then
+    local entry = redis.call('XRANGE', KEYS[1], first, first)
+    if entry[1] then
+      duplicate = {0, first, entry[1][2][2]}
+    end
+  end
+  if duplicate then
+    results[#results + 1] = duplicate
+  else
+    local cursor = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'data', data)
+    redis.call('SET', id_key, cursor, 'PX', ARGV[2])
+    redis.call('PUBLISH', KEYS[2], string.sub(data, 1, -2) .. ',"cursor":"' .. cursor .. '"}')
+    results[#results + 1] = {1, cursor}
+  end
+end
+return results
+"#;
+
+/// Entries scanned at most to find an envelope id that has no idempotency key.
+const MAX_ID_SCAN: usize = 20_000;
+/// Page size of id scans.
+const ID_SCAN_PAGE: usize = 500;
+
+fn unavailable(error: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(error.to_string())
+}
+
+/// The command connection and what runs on it.
+pub struct Commands {
+    keys: Keys,
+    window_ms: u64,
+    connection: ConnectionManager,
+    script: redis::Script,
+    health: Arc<RedisHealth>,
+}
+
+impl Commands {
+    /// Commands over `connection` (a multiplexed, self-reconnecting connection).
+    pub fn new(
+        keys: Keys,
+        window_ms: u64,
+        connection: ConnectionManager,
+        health: Arc<RedisHealth>,
+    ) -> Self {
+        Self {
+            keys,
+            window_ms,
+            connection,
+            script: redis::Script::new(PUBLISH_SCRIPT),
+            health,
+        }
+    }
+
+    fn oldest_ms(&self) -> u64 {
+        now_ms().saturating_sub(self.window_ms)
+    }
+
+    /// The newest cursor of the topic's stream.
+    pub async fn head(&self, topic: &Topic) -> Result<Option<Cursor>, BrokerError> {
+        let mut conn = self.connection.clone();
+        let result: redis::RedisResult<redis::streams::StreamRangeReply> = conn
+            .xrevrange_count(self.keys.stream(topic), "+", "-", 1)
+            .await;
+        self.health.note_command(&result);
+        let reply = result.map_err(unavailable)?;
+        Ok(reply.ids.first().and_then(|entry| entry.id.parse().ok()))
+    }
+
+    /// Up to `limit` events strictly after `after`, skipping entries older than the window
+    /// whatever the producer's trimming.
+    pub async fn read_after(
+        &self,
+        topic: &Topic,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Vec<Arc<StoredEvent>>, BrokerError> {
+        let oldest = self.oldest_ms();
+        let start = if after.ms < oldest {
+            format!("{oldest}-0")
+        } else {
+            format!("({after}")
+        };
+        let mut conn = self.connection.clone();
+        let result: redis::RedisResult<redis::streams::StreamRangeReply> = conn
+            .xrange_count(self.keys.stream(topic), start, "+", limit)
+            .await;
+        self.health.note_command(&result);
+        let reply = result.map_err(unavailable)?;
+        let received = now_ms();
+        Ok(reply
+            .ids
+            .into_iter()
+            .filter_map(|entry| {
+                let cursor: Cursor = entry.id.parse().ok()?;
+                let data: Vec<u8> = entry.get("data")?;
+                match serde_json::from_slice::<Envelope>(&data) {
+                    Ok(mut envelope) => {
+                        envelope.cursor = Some(cursor);
+                        Some(Arc::new(StoredEvent::from_envelope(envelope, received)))
+                    }
+                    Err(error) => {
+                        warn!(stream = self.keys.stream(topic), id = entry.id, %error,
+                              "skipping a stream entry that is not an envelope");
+                        None
+                    }
+                }
+            })
+            .collect())
+    }
+
+    async fn stream_info(&self, topic: &Topic) -> Result<Option<StreamInfo>, BrokerError> {
+        let mut conn = self.connection.clone();
+        let result: redis::RedisResult<Value> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(self.keys.stream(topic))
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok(value) => {
+                self.health.note_command(&Ok::<(), redis::RedisError>(()));
+                Ok(Some(StreamInfo::parse(value)))
+            }
+            Err(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                    || e.to_string().contains("no such key") =>
+            {
+                Ok(None)
+            }
+            Err(e) => {
+                self.health.note_command(&Err::<(), _>(e.clone()));
+                Err(unavailable(e))
+            }
+        }
+    }
+
+    async fn find_event_id(&self, topic: &Topic, id: &str) -> Result<Option<Cursor>, BrokerError> {
+        let mut conn = self.connection.clone();
+        let result: redis::RedisResult<Option<String>> =
+            conn.get(self.keys.id_key(topic, id)).await;
+        self.health.note_command(&result);
+        if let Some(cursor) = result.map_err(unavailable)?.and_then(|c| c.parse().ok()) {
+            return Ok(Some(cursor));
+        }
+        // Ids written by other producers have no idempotency key: scan the window, from
+        // the id's own ULID time when it has one, bounded by MAX_ID_SCAN entries.
+        let ulid_ms = id
+            .strip_prefix("evt_")
+            .and_then(|s| ulid::Ulid::from_string(s).ok())
+            .map(|u| u.timestamp_ms().saturating_sub(1000));
+        let oldest = self.oldest_ms();
+        let mut after = Cursor::new(
+            ulid_ms.unwrap_or(oldest).max(oldest).saturating_sub(1),
+            u64::MAX,
+        );
+        let mut scanned = 0;
+        while scanned < MAX_ID_SCAN {
+            let page = self.read_after(topic, after, ID_SCAN_PAGE).await?;
+            if let Some(found) = page.iter().find(|e| e.envelope.id == id) {
+                return Ok(found.cursor());
+            }
+            match page.last().and_then(|e| e.cursor()) {
+                Some(last) if page.len() == ID_SCAN_PAGE => after = last,
+                _ => break,
+            }
+            scanned += page.len();
+        }
+        Ok(None)
+    }
+
+    /// Where a client's resume position lands in the topic's stream.
+    pub async fn resolve(
+        &self,
+        topic: &Topic,
+        position: &ResumePosition,
+    ) -> Result<Resolution, BrokerError> {
+        let oldest = self.oldest_ms();
+        let cursor = match position {
+            ResumePosition::Cursor(cursor) => *cursor,
+            ResumePosition::EventId(id) => match self.find_event_id(topic, id).await? {
+                Some(cursor) => cursor,
+                None => return Ok(expired_or_unknown(position, oldest)),
+            },
+            ResumePosition::Unrecognized(_) => return Ok(Resolution::Unknown),
+        };
+        let Some(info) = self.stream_info(topic).await? else {
+            return Ok(expired_or_unknown(&ResumePosition::Cursor(cursor), oldest));
+        };
+        // `max-deleted-entry-id` covers trimming by any producer (MINID or MAXLEN).
+        Ok(classify_cursor(cursor, info.last, info.max_deleted, oldest))
+    }
+
+    /// Runs the publish script for a batch: all stored (or found as duplicates), or an error.
+    pub async fn publish(
+        &self,
+        topic: &Topic,
+        events: &[NewEvent],
+    ) -> Result<Vec<PublishOutcome>, BrokerError> {
+        let minid = format!("{}-0", self.oldest_ms());
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(self.keys.stream(topic))
+            .key(self.keys.channel(topic));
+        for event in events {
+            invocation.key(self.keys.id_key(topic, &event.envelope.id));
+        }
+        invocation.arg(minid).arg(self.window_ms.max(1));
+        for event in events {
+            invocation.arg(&event.data_json);
+        }
+        let mut conn = self.connection.clone();
+        let result: redis::RedisResult<Vec<Vec<Value>>> = invocation.invoke_async(&mut conn).await;
+        self.health.note_command(&result);
+        let replies = result.map_err(unavailable)?;
+        if replies.len() != events.len() {
+            return Err(BrokerError::Protocol(
+                "publish script returned the wrong count".into(),
+            ));
+        }
+        let received = now_ms();
+        events
+            .iter()
+            .zip(replies)
+            .map(|(event, reply)| publish_outcome(event, &reply, received))
+            .collect()
+    }
+
+    /// Sets the data-set epoch if missing and returns it: a Redis that restarted empty
+    /// answers a new one.
+    pub async fn epoch(&self) -> redis::RedisResult<String> {
+        let mut conn = self.connection.clone();
+        let key = self.keys.epoch();
+        let fresh = ulid::Ulid::generate().to_string();
+        let _: bool = conn.set_nx(&key, &fresh).await?;
+        conn.get(&key).await
+    }
+
+    /// Publishes this instance's canary.
+    pub async fn publish_canary(&self, channel: &str) {
+        let mut conn = self.connection.clone();
+        let result: redis::RedisResult<i64> = conn.publish(channel, now_ms().to_string()).await;
+        self.health.note_command(&result);
+    }
+}
+
+/// One event's reply from the publish script: `{1, cursor}` or `{0, cursor, first data}`.
+fn publish_outcome(
+    event: &NewEvent,
+    reply: &[Value],
+    received: u64,
+) -> Result<PublishOutcome, BrokerError> {
+    let text = |v: &Value| -> Option<String> { redis::from_redis_value_ref::<String>(v).ok() };
+    let stored = reply
+        .first()
+        .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok())
+        == Some(1);
+    let cursor: Cursor = reply
+        .get(1)
+        .and_then(text)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| BrokerError::Protocol("publish script returned no cursor".into()))?;
+    if stored {
+        return Ok(PublishOutcome::Stored(Arc::new(StoredEvent::from_new(
+            event, cursor,
+        ))));
+    }
+    let data = reply
+        .get(2)
+        .and_then(text)
+        .ok_or_else(|| BrokerError::Protocol("publish script returned no data".into()))?;
+    let mut envelope: Envelope =
+        serde_json::from_str(&data).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+    envelope.cursor = Some(cursor);
+    Ok(PublishOutcome::Duplicate(Arc::new(
+        StoredEvent::from_envelope(envelope, received),
+    )))
+}
+
+/// The fields of `XINFO STREAM` the hub reads.
+struct StreamInfo {
+    last: Option<Cursor>,
+    max_deleted: Option<Cursor>,
+}
+
+impl StreamInfo {
+    fn parse(value: Value) -> Self {
+        let mut info = StreamInfo {
+            last: None,
+            max_deleted: None,
+        };
+        let pairs: Vec<(String, Value)> = match value {
+            Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|pair| match pair {
+                    [k, v] => redis::from_redis_value_ref::<String>(k)
+                        .ok()
+                        .map(|k| (k, v.clone())),
+                    _ => None,
+                })
+                .collect(),
+            Value::Map(items) => items
+                .into_iter()
+                .filter_map(|(k, v)| redis::from_redis_value::<String>(k).ok().map(|k| (k, v)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "max-deleted-entry-id" => {
+                    info.max_deleted = redis::from_redis_value::<String>(value)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .filter(|c: &Cursor| *c != Cursor::default());
+                }
+                "last-entry" => {
+                    if let Value::Array(entry) = value {
+                        info.last = entry
+                            .first()
+                            .and_then(|id| redis::from_redis_value_ref::<String>(id).ok())
+                            .and_then(|s| s.parse().ok());
+                    }
+                }
+                _ => {}
+            }
+        }
+        info
+    }
+}

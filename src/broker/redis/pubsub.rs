@@ -1,0 +1,447 @@
+//! The Redis pub/sub side: one connection per instance, the table routing each channel to
+//! its supervisors' sinks, and the task that keeps the connection subscribed.
+//!
+//! Bounds: the `redis` crate's `PubSub` forwards messages through an unbounded channel; the
+//! task below drains it without awaiting anything else in between, and hands each message to
+//! its supervisors' bounded [`LiveSink`]s with `try_send`. A full sink turns into a gap that
+//! the supervisor fills from the stream, so a slow supervisor costs a stream read, never
+//! memory.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use prometheus::IntCounter;
+use redis::aio::{PubSubSink, PubSubStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::commands::Commands;
+use super::health::RedisHealth;
+use crate::broker::{LiveMessage, LiveSink};
+use crate::envelope::{Envelope, StoredEvent, Topic, now_ms};
+
+/// How often the canary is published.
+pub const CANARY_INTERVAL: Duration = Duration::from_millis(1000);
+/// Channels per SUBSCRIBE command when resubscribing.
+const SUBSCRIBE_CHUNK: usize = 500;
+/// Envelope ids of this instance's own publishes remembered until they come back.
+const OWN_IDS_CAPACITY: usize = 16_384;
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Ids this instance published that its pub/sub connection has not received back yet.
+///
+/// `events_published_total{path="redis_external"}` counts pub/sub messages that some other
+/// program (another hub instance, DashClaw's Node app) published. Our own publishes are
+/// already counted as `in_process`/`http`, so their ids are noted here *before* the publish
+/// script runs (its PUBLISH can reach our subscriber before the script's reply reaches us)
+/// and struck off when the message arrives. The set is bounded: ids that never come back
+/// (no local subscriber, duplicates, failed calls) are evicted oldest first, and an own
+/// publish whose id was evicted before it arrived would be miscounted as external, which
+/// takes more than `OWN_IDS_CAPACITY` publishes in flight at once.
+#[derive(Default)]
+struct OwnIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl OwnIds {
+    fn note(&mut self, id: &str) {
+        if self.set.insert(id.to_owned()) {
+            self.order.push_back(id.to_owned());
+        }
+        while self.order.len() > OWN_IDS_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    /// True (and forgotten) when `id` was published by this instance.
+    fn take(&mut self, id: &str) -> bool {
+        let own = self.set.remove(id);
+        if self.order.len() > 2 * self.set.len() + 64 {
+            // Taken ids leave stale entries in `order`; drop them so it stays bounded by
+            // the ids still awaited rather than by the publish rate.
+            let set = &self.set;
+            self.order.retain(|id| set.contains(id));
+        }
+        own
+    }
+}
+
+struct Route {
+    topic: Topic,
+    sinks: Vec<LiveSink>,
+}
+
+/// A request to the connection task.
+pub enum Control {
+    /// Subscribe a channel; answered once subscribed.
+    Subscribe(String, oneshot::Sender<()>),
+    /// Unsubscribe a channel unless it was routed again meanwhile.
+    Unsubscribe(String),
+}
+
+/// The routing table of one instance's pub/sub connection.
+pub struct Subscriptions {
+    routes: Mutex<HashMap<String, Route>>,
+    control: mpsc::Sender<Control>,
+    own_ids: Mutex<OwnIds>,
+    canary_channel: String,
+    closed: AtomicBool,
+    external_events: IntCounter,
+}
+
+impl Subscriptions {
+    /// An empty table; its connection task takes requests from the returned receiver.
+    pub fn new(
+        canary_channel: String,
+        external_events: IntCounter,
+    ) -> (Self, mpsc::Receiver<Control>) {
+        let (control, control_rx) = mpsc::channel(4096);
+        let subscriptions = Self {
+            routes: Mutex::new(HashMap::new()),
+            control,
+            own_ids: Mutex::new(OwnIds::default()),
+            canary_channel,
+            closed: AtomicBool::new(false),
+            external_events,
+        };
+        (subscriptions, control_rx)
+    }
+
+    /// The broker is gone: the connection task and waiting subscribers stop.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the broker is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Notes ids about to be published by this instance (see [`OwnIds`]).
+    pub fn note_own<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut own = lock(&self.own_ids);
+        for id in ids {
+            own.note(id);
+        }
+    }
+
+    /// Routes `channel` to `sink`; true when the channel had no route yet (subscribe it).
+    pub fn add_route(&self, channel: &str, topic: &Topic, sink: LiveSink) -> bool {
+        let mut routes = lock(&self.routes);
+        let route = routes.entry(channel.to_owned()).or_insert_with(|| Route {
+            topic: topic.clone(),
+            sinks: Vec::new(),
+        });
+        route.sinks.retain(|s| !s.is_closed());
+        route.sinks.push(sink);
+        route.sinks.len() == 1
+    }
+
+    /// Asks the connection task to subscribe `channel`; true once it is subscribed.
+    pub async fn subscribe(&self, channel: String) -> bool {
+        let (done, confirmed) = oneshot::channel();
+        self.control
+            .send(Control::Subscribe(channel, done))
+            .await
+            .is_ok()
+            && tokio::time::timeout(Duration::from_secs(3), confirmed)
+                .await
+                .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Removes a sink; the channel is unsubscribed when its last sink is gone.
+    pub fn remove_route(&self, channel: &str, sink_id: u64) {
+        let mut routes = lock(&self.routes);
+        let empty = match routes.get_mut(channel) {
+            Some(route) => {
+                route.sinks.retain(|s| s.id() != sink_id && !s.is_closed());
+                route.sinks.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            routes.remove(channel);
+            // If the control queue is full the channel stays subscribed; its messages are
+            // dropped for lack of a route, which is harmless.
+            let _ = self
+                .control
+                .try_send(Control::Unsubscribe(channel.to_owned()));
+        }
+    }
+
+    fn is_routed(&self, channel: &str) -> bool {
+        lock(&self.routes).contains_key(channel)
+    }
+
+    fn channels(&self) -> Vec<String> {
+        let mut channels: Vec<String> = lock(&self.routes).keys().cloned().collect();
+        channels.push(self.canary_channel.clone());
+        channels
+    }
+
+    /// Offers a message to every sink of every route (reconnects, data loss).
+    fn broadcast(&self, message: LiveMessage) {
+        let routes = lock(&self.routes);
+        for route in routes.values() {
+            for sink in &route.sinks {
+                sink.offer(message.clone());
+            }
+        }
+    }
+
+    /// Hands one pub/sub message to its route's sinks; true when it was the canary.
+    fn route_message(&self, channel: &str, payload: &[u8]) -> bool {
+        if channel == self.canary_channel {
+            return true;
+        }
+        let routes = lock(&self.routes);
+        let Some(route) = routes.get(channel) else {
+            return false;
+        };
+        let envelope: Envelope = match serde_json::from_slice(payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                warn!(channel, %error, "dropping a pub/sub message that is not an envelope");
+                return false;
+            }
+        };
+        if let Topic::Org(org) = &route.topic
+            && envelope.org_id != org.as_str()
+        {
+            warn!(
+                channel,
+                org_id = envelope.org_id,
+                "dropping a message whose org_id does not match its channel"
+            );
+            return false;
+        }
+        if !lock(&self.own_ids).take(&envelope.id) {
+            self.external_events.inc();
+        }
+        let event = Arc::new(StoredEvent::from_envelope(envelope, now_ms()));
+        for sink in &route.sinks {
+            sink.offer(LiveMessage::Event(event.clone()));
+        }
+        false
+    }
+}
+
+/// The task that keeps one pub/sub connection subscribed to every routed channel.
+pub struct PubSubTask {
+    subscriptions: Arc<Subscriptions>,
+    commands: Arc<Commands>,
+    health: Arc<RedisHealth>,
+    client: redis::Client,
+    control: mpsc::Receiver<Control>,
+    timeout: Duration,
+    /// The data-set epoch seen on the previous connection.
+    epoch: Option<String>,
+    /// Subscribe requests made while disconnected: answered on the next connection.
+    pending: Vec<oneshot::Sender<()>>,
+    connected_before: bool,
+    backoff: Duration,
+}
+
+impl PubSubTask {
+    /// A task for `subscriptions` over `client`'s connections.
+    pub fn new(
+        subscriptions: Arc<Subscriptions>,
+        commands: Arc<Commands>,
+        health: Arc<RedisHealth>,
+        client: redis::Client,
+        control: mpsc::Receiver<Control>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            subscriptions,
+            commands,
+            health,
+            client,
+            control,
+            timeout,
+            epoch: None,
+            pending: Vec::new(),
+            connected_before: false,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    /// Connects, (re)subscribes, routes messages and watches the canary; on any failure it
+    /// reconnects with backoff and tells supervisors to fill gaps. Ends with the broker.
+    pub async fn run(mut self) {
+        while !self.subscriptions.is_closed() {
+            let Some((sink, stream)) = self.connect().await else {
+                self.health.pubsub_down();
+                self.answer_later();
+                tokio::time::sleep(self.backoff).await;
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                continue;
+            };
+            self.connected();
+            let reason = self.serve(sink, stream).await;
+            let Some(reason) = reason else {
+                return;
+            };
+            warn!(reason, "redis pub/sub connection lost; reconnecting");
+            self.health.pubsub_down();
+        }
+    }
+
+    /// Opens the connection, checks the data set and subscribes every routed channel.
+    async fn connect(&mut self) -> Option<(PubSubSink, PubSubStream)> {
+        let pubsub = match tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await
+        {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(error)) => {
+                debug!(%error, "redis pub/sub connect failed");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let (mut sink, stream) = pubsub.split();
+        if !self.check_epoch().await {
+            return None;
+        }
+        for chunk in self.subscriptions.channels().chunks(SUBSCRIBE_CHUNK) {
+            let subscribe = tokio::time::timeout(self.timeout, sink.subscribe(chunk)).await;
+            if !matches!(subscribe, Ok(Ok(()))) {
+                return None;
+            }
+        }
+        Some((sink, stream))
+    }
+
+    /// Data-loss check before resubscribing: a Redis that restarted empty has a new epoch.
+    /// False when the check itself failed.
+    async fn check_epoch(&mut self) -> bool {
+        match self.commands.epoch().await {
+            Ok(current) => {
+                if self
+                    .epoch
+                    .as_ref()
+                    .is_some_and(|previous| *previous != current)
+                {
+                    warn!("redis lost its data (epoch changed); clients will resync");
+                    self.subscriptions.broadcast(LiveMessage::DataLost);
+                }
+                self.epoch = Some(current);
+                true
+            }
+            Err(error) => {
+                debug!(%error, "epoch check failed; reconnecting");
+                false
+            }
+        }
+    }
+
+    fn connected(&mut self) {
+        self.health.pubsub_up(self.connected_before);
+        for done in self.pending.drain(..) {
+            let _ = done.send(());
+        }
+        self.backoff = Duration::from_millis(100);
+        if self.connected_before {
+            info!("redis pub/sub reconnected; supervisors fill gaps from the streams");
+        } else {
+            info!("redis pub/sub connected");
+        }
+        // Also on the first connection: supervisors that started while Redis was down read
+        // the stream head before this subscription existed, and must read what they missed.
+        self.subscriptions.broadcast(LiveMessage::Gap);
+        self.connected_before = true;
+    }
+
+    /// Subscribe requests queued while disconnected are routes already; they are subscribed
+    /// on reconnect (their supervisors fill the gap then) and answered then.
+    fn answer_later(&mut self) {
+        while let Ok(command) = self.control.try_recv() {
+            if let Control::Subscribe(_, done) = command {
+                self.pending.push(done);
+            }
+        }
+    }
+
+    /// Routes messages and serves control requests until the connection fails (its reason)
+    /// or the broker is gone (`None`).
+    async fn serve(
+        &mut self,
+        mut sink: PubSubSink,
+        mut stream: PubSubStream,
+    ) -> Option<&'static str> {
+        let mut watchdog = tokio::time::interval(CANARY_INTERVAL / 2);
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => {
+                        let payload = message.get_payload_bytes();
+                        if self.subscriptions.route_message(message.get_channel_name(), payload) {
+                            self.health.canary_seen();
+                        }
+                    }
+                    None => return Some("connection closed"),
+                },
+                command = self.control.recv() => match command {
+                    Some(command) => {
+                        if let Err(reason) = self.control_request(&mut sink, command).await {
+                            return Some(reason);
+                        }
+                    }
+                    None => return None,
+                },
+                _ = watchdog.tick() => {
+                    if self.subscriptions.is_closed() {
+                        return None;
+                    }
+                    if self.health.canary_silent() {
+                        return Some("canary not received");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Serves one control request; the reason when the connection failed doing it.
+    async fn control_request(
+        &mut self,
+        sink: &mut PubSubSink,
+        command: Control,
+    ) -> Result<(), &'static str> {
+        match command {
+            Control::Subscribe(channel, done) => {
+                match tokio::time::timeout(self.timeout, sink.subscribe(&channel)).await {
+                    Ok(Ok(())) => {
+                        let _ = done.send(());
+                        Ok(())
+                    }
+                    _ => {
+                        self.pending.push(done);
+                        Err("subscribe failed")
+                    }
+                }
+            }
+            Control::Unsubscribe(channel) => {
+                let unsubscribed = self.subscriptions.is_routed(&channel)
+                    || matches!(
+                        tokio::time::timeout(self.timeout, sink.unsubscribe(&channel)).await,
+                        Ok(Ok(()))
+                    );
+                if unsubscribed {
+                    Ok(())
+                } else {
+                    Err("unsubscribe failed")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The recovery rules, as pure functions: where a resume position lands in a stream, and
+//! how a session that replayed up to a cursor joins its topic's live fan-out.
+//!
+//! Both brokers and the supervisor decide with these functions and nothing else, so the
+//! memory and Redis backends resync alike and the join rules are tested on their own.
+
+use crate::envelope::{Cursor, ResumePosition};
+
+/// Where a resume position lands in a topic's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Replay the events strictly after this cursor.
+    After(Cursor),
+    /// The position is older than the window (or its events were trimmed).
+    Expired,
+    /// The position is not in this stream (another data set, lost data, or garbage).
+    Unknown,
+}
+
+impl Resolution {
+    /// The reason text of a `realtime.resync` frame, if this resolution needs one.
+    pub fn resync_reason(self) -> Option<&'static str> {
+        match self {
+            Self::After(_) => None,
+            Self::Expired => Some("expired"),
+            Self::Unknown => Some("unknown"),
+        }
+    }
+}
+
+/// For positions not found in the stream: expired when the position's own time (a cursor's
+/// milliseconds, a ULID id's timestamp) is before the window, unknown otherwise.
+pub fn expired_or_unknown(position: &ResumePosition, oldest_ms: u64) -> Resolution {
+    let stamp_ms = match position {
+        ResumePosition::Cursor(cursor) => Some(cursor.ms),
+        ResumePosition::EventId(id) => id
+            .strip_prefix("evt_")
+            .and_then(|s| ulid::Ulid::from_string(s).ok())
+            .map(|u| u.timestamp_ms()),
+        ResumePosition::Unrecognized(_) => None,
+    };
+    match stamp_ms {
+        Some(ms) if ms < oldest_ms => Resolution::Expired,
+        _ => Resolution::Unknown,
+    }
+}
+
+/// Where a stream cursor lands, given the stream's newest entry (`last`) and the newest entry
+/// removed from it (`trimmed_through`).
+pub fn classify_cursor(
+    cursor: Cursor,
+    last: Option<Cursor>,
+    trimmed_through: Option<Cursor>,
+    oldest_ms: u64,
+) -> Resolution {
+    match last {
+        Some(last) if cursor <= last => {}
+        // Newer than anything stored: another data set, or the stream lost its data.
+        _ => return Resolution::Unknown,
+    }
+    if cursor.ms < oldest_ms || trimmed_through.is_some_and(|t| cursor < t) {
+        return Resolution::Expired;
+    }
+    Resolution::After(cursor)
+}
+
+/// What a supervisor knows when a session asks to join: its ring of recent events holds
+/// every event in `(floor, last]`; `last` is the default cursor before anything was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingSpan {
+    /// Exclusive lower end of the ring.
+    pub floor: Cursor,
+    /// Cursor of the newest event fanned out (or the stream head when subscribing).
+    pub last: Cursor,
+}
+
+/// A session's request to join, as the recovery rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// The cursor the session has read through (None: join at the live edge).
+    pub after: Option<Cursor>,
+    /// `after` is the client's own cursor, not yet checked against the stream.
+    pub unverified: bool,
+}
+
+/// How the supervisor answers a join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinPlan {
+    /// Join now; live events up to `skip_through` were already written by the replay.
+    Live {
+        /// Skip live events at or before this cursor for the session.
+        skip_through: Option<Cursor>,
+    },
+    /// Hand over the ring's events after this cursor, then join.
+    HandOver {
+        /// The session's position.
+        after: Cursor,
+    },
+    /// The ring cannot serve this position: the session reads more from the stream.
+    Behind,
+}
+
+/// Decides a join. An unverified cursor is only served when the ring proves it: inside
+/// `[floor, last]` (neither newer than the stream nor trimmed) and inside the replay window
+/// (the stream path would call an older one expired).
+pub fn plan_join(ring: RingSpan, request: JoinRequest, oldest_ms: u64) -> JoinPlan {
+    let Some(after) = request.after else {
+        return JoinPlan::Live { skip_through: None };
+    };
+    if request.unverified {
+        let proven = ring.last != Cursor::default()
+            && after >= ring.floor
+            && after <= ring.last
+            && after.ms >= oldest_ms;
+        if !proven {
+            return JoinPlan::Behind;
+        }
+    }
+    if after >= ring.last {
+        JoinPlan::Live {
+            skip_through: Some(after),
+        }
+    } else if after >= ring.floor {
+        JoinPlan::HandOver { after }
+    } else {
+        JoinPlan::Behind
+    }
+}
+
+/// What a session does when the supervisor answers [`JoinPlan::Behind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BehindStep {
+    /// Read more pages from the stream after the session's position, then ask again.
+    ReadMore,
+    /// The stream has nothing after the position yet the supervisor is past it: the events
+    /// in between expired while the session replayed. Resync, then join at the live edge.
+    ResyncExpired,
+}
+
+/// The session's next step after `Behind`, given whether its last read found the stream end.
+pub fn after_behind(stream_exhausted: bool) -> BehindStep {
+    if stream_exhausted {
+        BehindStep::ResyncExpired
+    } else {
+        BehindStep::ReadMore
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(ms: u64, seq: u64) -> Cursor {
+        Cursor::new(ms, seq)
+    }
+
+    fn ring(floor: Cursor, last: Cursor) -> RingSpan {
+        RingSpan { floor, last }
+    }
+
+    fn verified(after: Option<Cursor>) -> JoinRequest {
+        JoinRequest {
+            after,
+            unverified: false,
+        }
+    }
+
+    fn unverified(after: Cursor) -> JoinRequest {
+        JoinRequest {
+            after: Some(after),
+            unverified: true,
+        }
+    }
+
+    #[test]
+    fn live_edge_joins_without_skipping() {
+        let plan = plan_join(ring(c(1, 0), c(9, 0)), verified(None), 0);
+        assert_eq!(plan, JoinPlan::Live { skip_through: None });
+    }
+
+    #[test]
+    fn a_session_ahead_of_the_supervisor_skips_what_it_replayed() {
+        let plan = plan_join(ring(c(1, 0), c(5, 0)), verified(Some(c(7, 0))), 0);
+        assert_eq!(
+            plan,
+            JoinPlan::Live {
+                skip_through: Some(c(7, 0))
+            }
+        );
+        let at_last = plan_join(ring(c(1, 0), c(5, 0)), verified(Some(c(5, 0))), 0);
+        assert_eq!(
+            at_last,
+            JoinPlan::Live {
+                skip_through: Some(c(5, 0))
+            }
+        );
+    }
+
+    #[test]
+    fn the_ring_hands_over_from_its_floor_up() {
+        let span = ring(c(3, 0), c(9, 0));
+        assert_eq!(
+            plan_join(span, verified(Some(c(3, 0))), 0),
+            JoinPlan::HandOver { after: c(3, 0) }
+        );
+        assert_eq!(
+            plan_join(span, verified(Some(c(4, 1))), 0),
+            JoinPlan::HandOver { after: c(4, 1) }
+        );
+        assert_eq!(
+            plan_join(span, verified(Some(c(2, 9))), 0),
+            JoinPlan::Behind
+        );
+    }
+
+    #[test]
+    fn unverified_cursors_need_proof_from_the_ring() {
+        let span = ring(c(3, 0), c(9, 0));
+        // Inside the ring and the window: served.
+        assert_eq!(
+            plan_join(span, unverified(c(5, 0)), 0),
+            JoinPlan::HandOver { after: c(5, 0) }
+        );
+        assert_eq!(
+            plan_join(span, unverified(c(9, 0)), 0),
+            JoinPlan::Live {
+                skip_through: Some(c(9, 0))
+            }
+        );
+        // Newer than the stream, trimmed, out of the window, or an empty supervisor: read.
+        assert_eq!(plan_join(span, unverified(c(10, 0)), 0), JoinPlan::Behind);
+        assert_eq!(plan_join(span, unverified(c(2, 0)), 0), JoinPlan::Behind);
+        assert_eq!(plan_join(span, unverified(c(5, 0)), 6), JoinPlan::Behind);
+        let empty = ring(Cursor::default(), Cursor::default());
+        assert_eq!(plan_join(empty, unverified(c(0, 0)), 0), JoinPlan::Behind);
+    }
+
+    #[test]
+    fn behind_with_an_exhausted_stream_means_expired() {
+        assert_eq!(after_behind(true), BehindStep::ResyncExpired);
+        assert_eq!(after_behind(false), BehindStep::ReadMore);
+    }
+
+    #[test]
+    fn cursor_classification() {
+        let last = Some(c(100, 0));
+        assert_eq!(
+            classify_cursor(c(50, 0), last, None, 0),
+            Resolution::After(c(50, 0))
+        );
+        assert_eq!(
+            classify_cursor(c(101, 0), last, None, 0),
+            Resolution::Unknown
+        );
+        assert_eq!(classify_cursor(c(1, 0), None, None, 0), Resolution::Unknown);
+        assert_eq!(
+            classify_cursor(c(50, 0), last, None, 60),
+            Resolution::Expired
+        );
+        assert_eq!(
+            classify_cursor(c(50, 0), last, Some(c(60, 0)), 0),
+            Resolution::Expired
+        );
+        assert_eq!(
+            classify_cursor(c(60, 0), last, Some(c(60, 0)), 0),
+            Resolution::After(c(60, 0))
+        );
+    }
+
+    #[test]
+    fn missing_positions_expire_by_their_own_time() {
+        let old = ResumePosition::Cursor(c(10, 0));
+        assert_eq!(expired_or_unknown(&old, 20), Resolution::Expired);
+        assert_eq!(expired_or_unknown(&old, 5), Resolution::Unknown);
+        let ulid = ulid::Ulid::from_parts(10, 1);
+        let id = ResumePosition::EventId(format!("evt_{ulid}"));
+        assert_eq!(expired_or_unknown(&id, 20), Resolution::Expired);
+        let uuid = ResumePosition::EventId("evt_not-a-ulid".into());
+        assert_eq!(expired_or_unknown(&uuid, u64::MAX), Resolution::Unknown);
+        let garbage = ResumePosition::Unrecognized("x".into());
+        assert_eq!(expired_or_unknown(&garbage, u64::MAX), Resolution::Unknown);
+    }
+}

@@ -1,0 +1,173 @@
+//! The SSE wire format: every byte the hub writes on an event stream is built here.
+//!
+//! Frames are complete and self-contained (`field: value` lines ending in a blank line), so
+//! a queue can hold them as shared `Bytes` and coalesce any number into one write. Every
+//! field is written as `name: value` with one space, because some clients (DashClaw's SDK)
+//! match the prefix `data: ` literally, and `data:` is always one line (serde_json output).
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Value, json};
+
+use crate::envelope::{Cursor, Envelope, StoredEvent};
+
+/// The comment written on a stream that was idle for the heartbeat interval.
+pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+
+/// Which wire format a stream writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// Envelope v1 in `data:`, `realtime.connected` after the replay.
+    V1,
+    /// DashClaw's `/api/stream`: the legacy projection in `data:`, `connected` after the replay.
+    Legacy,
+}
+
+/// The heartbeat comment as a shareable frame.
+pub fn heartbeat() -> Bytes {
+    Bytes::from_static(HEARTBEAT)
+}
+
+/// The `retry: <ms>` hint frame.
+pub fn retry(retry_ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {retry_ms}\n\n"))
+}
+
+/// An event frame: `id:` (when there is a cursor), `event:`, one `data:` line.
+///
+/// `data` must be one line and `event` must hold no CR or LF; envelopes are validated for
+/// both before they get here.
+pub fn event(cursor: Option<Cursor>, event: &str, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + event.len() + 64);
+    if let Some(cursor) = cursor {
+        out.put_slice(b"id: ");
+        out.put_slice(cursor.to_string().as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"event: ");
+    out.put_slice(event.as_bytes());
+    out.put_slice(b"\ndata: ");
+    out.put_slice(data);
+    out.put_slice(b"\n\n");
+    out.freeze()
+}
+
+/// A control event frame (no `id:` line) with a JSON body.
+pub fn control(event: &str, data: &Value) -> Bytes {
+    let json = serde_json::to_vec(data).unwrap_or_default();
+    self::event(None, event, &json)
+}
+
+/// A stored event as a frame of `format`, with its own cursor as the `id:` line.
+pub fn encode_event(event: &StoredEvent, format: StreamFormat) -> Bytes {
+    encode_event_with_id(event, format, event.cursor())
+}
+
+/// A stored event as a frame of `format`, with an explicit `id:` line (`None`: none).
+pub fn encode_event_with_id(
+    event: &StoredEvent,
+    format: StreamFormat,
+    id: Option<Cursor>,
+) -> Bytes {
+    match format {
+        StreamFormat::V1 => self::event(id, &event.envelope.event, &event.json),
+        StreamFormat::Legacy => {
+            let data = serde_json::to_vec(legacy_projection(&event.envelope)).unwrap_or_default();
+            self::event(id, &event.envelope.event, &data)
+        }
+    }
+}
+
+/// The `realtime.resync` control frame: the client's position cannot be replayed.
+pub fn resync(reason: &str, last_event_id: &str) -> Bytes {
+    control(
+        "realtime.resync",
+        &json!({"reason": reason, "last_event_id": last_event_id}),
+    )
+}
+
+/// What the frame that ends a replay reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Connected<'a> {
+    /// The stream's `org_id` (`ops` for the ops channel).
+    pub org_id: &'a str,
+    /// `memory` or `redis`.
+    pub backend: &'a str,
+    /// Whether the backend is ready (the legacy frame's `realtimeStatus`).
+    pub healthy: bool,
+    /// Events written from replay before this frame.
+    pub replayed: usize,
+    /// The stream position the client is at once this frame is written.
+    pub cursor: Option<Cursor>,
+}
+
+/// The frame between replay and live events: `realtime.connected`, or the legacy `connected`.
+pub fn connected(format: StreamFormat, info: &Connected<'_>) -> Bytes {
+    let cursor = info.cursor.map(|c| c.to_string());
+    match format {
+        StreamFormat::V1 => control(
+            "realtime.connected",
+            &json!({"org_id": info.org_id, "backend": info.backend,
+                    "replayed": info.replayed, "cursor": cursor}),
+        ),
+        StreamFormat::Legacy => control(
+            "connected",
+            &json!({
+                "status": "ok",
+                "orgId": info.org_id,
+                "backend": info.backend,
+                "realtimeStatus": if info.healthy { "healthy" } else { "degraded" },
+                "replayed": info.replayed,
+                "lastEventId": cursor,
+                "replayError": null,
+            }),
+        ),
+    }
+}
+
+/// The legacy `data:` projection of DashClaw's `/api/stream`.
+pub fn legacy_projection(envelope: &Envelope) -> &Value {
+    let key = match envelope.event.as_str() {
+        "action.created" | "action.updated" => Some("action"),
+        "message.created" => Some("message"),
+        "decision.created" | "guard.decision.created" => Some("decision"),
+        "signal.detected" => Some("signal"),
+        name if name.starts_with("loop.") => Some("loop"),
+        name if name.starts_with("goal.") => Some("goal"),
+        _ => None,
+    };
+    key.and_then(|k| envelope.payload.get(k))
+        .unwrap_or(&envelope.payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy() {
+        let mut env = Envelope {
+            id: "evt_1".into(),
+            org_id: "o".into(),
+            event: "action.created".into(),
+            timestamp: String::new(),
+            version: "v1".into(),
+            payload: serde_json::json!({"action": {"x": 1}}),
+            cursor: None,
+        };
+        assert_eq!(legacy_projection(&env), &serde_json::json!({"x": 1}));
+        env.event = "custom.thing".into();
+        assert_eq!(
+            legacy_projection(&env),
+            &serde_json::json!({"action": {"x": 1}})
+        );
+    }
+
+    #[test]
+    fn frames_are_one_event_each() {
+        let frame = event(Some(Cursor::new(1, 2)), "a.b", b"{}");
+        assert_eq!(&frame[..], b"id: 1-2\nevent: a.b\ndata: {}\n\n");
+        assert_eq!(&retry(3000)[..], b"retry: 3000\n\n");
+        let resync = resync("expired", "1-0");
+        assert!(resync.starts_with(b"event: realtime.resync\ndata: {"));
+    }
+}
