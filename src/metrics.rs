@@ -184,6 +184,57 @@ fn histogram(registry: &Registry, short: &str, help: &str, buckets: Vec<f64>) ->
     )
 }
 
+impl ClosedCounters {
+    fn register(r: &Registry) -> Self {
+        let closed = counter_vec(
+            r,
+            "connections_closed_total",
+            "SSE connections ended or refused, by reason",
+            "reason",
+        );
+        Self {
+            client: closed.with_label_values(&["client"]),
+            slow: closed.with_label_values(&["slow"]),
+            shutdown: closed.with_label_values(&["shutdown"]),
+            limit: closed.with_label_values(&["limit"]),
+            auth: closed.with_label_values(&["auth"]),
+            backend: closed.with_label_values(&["backend"]),
+        }
+    }
+}
+
+impl PublishedCounters {
+    fn register(r: &Registry) -> Self {
+        let published = counter_vec(
+            r,
+            "events_published_total",
+            "Events newly stored, by the path they came in on",
+            "path",
+        );
+        Self {
+            in_process: published.with_label_values(&["in_process"]),
+            http: published.with_label_values(&["http"]),
+            redis_external: published.with_label_values(&["redis_external"]),
+        }
+    }
+}
+
+impl ReplayRequestCounters {
+    fn register(r: &Registry) -> Self {
+        let replay = counter_vec(
+            r,
+            "replay_requests_total",
+            "Resume requests (Last-Event-ID), by result",
+            "result",
+        );
+        Self {
+            hit: replay.with_label_values(&["hit"]),
+            expired: replay.with_label_values(&["expired"]),
+            unknown: replay.with_label_values(&["unknown"]),
+        }
+    }
+}
+
 fn buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
     exponential_buckets(start, factor, count).unwrap_or_else(|e| panic!("buckets: {e}"))
 }
@@ -192,51 +243,18 @@ impl Metrics {
     /// A fresh registry with every metric at zero.
     pub fn new() -> Self {
         let r = Registry::new();
-        let closed = counter_vec(
-            &r,
-            "connections_closed_total",
-            "SSE connections ended or refused, by reason",
-            "reason",
-        );
-        let published = counter_vec(
-            &r,
-            "events_published_total",
-            "Events newly stored, by the path they came in on",
-            "path",
-        );
-        let replay = counter_vec(
-            &r,
-            "replay_requests_total",
-            "Resume requests (Last-Event-ID), by result",
-            "result",
-        );
         let set = MetricSet {
             connections: gauge(&r, "connections", "Open SSE connections on this instance"),
             orgs_active: gauge(&r, "orgs_active", "Orgs with a running supervisor"),
             connections_opened: counter(&r, "connections_opened_total", "SSE connections accepted"),
-            connections_closed: ClosedCounters {
-                client: closed.with_label_values(&["client"]),
-                slow: closed.with_label_values(&["slow"]),
-                shutdown: closed.with_label_values(&["shutdown"]),
-                limit: closed.with_label_values(&["limit"]),
-                auth: closed.with_label_values(&["auth"]),
-                backend: closed.with_label_values(&["backend"]),
-            },
-            events_published: PublishedCounters {
-                in_process: published.with_label_values(&["in_process"]),
-                http: published.with_label_values(&["http"]),
-                redis_external: published.with_label_values(&["redis_external"]),
-            },
+            connections_closed: ClosedCounters::register(&r),
+            events_published: PublishedCounters::register(&r),
             events_delivered: counter(
                 &r,
                 "events_delivered_total",
                 "Event frames written for clients (one per client)",
             ),
-            replay_requests: ReplayRequestCounters {
-                hit: replay.with_label_values(&["hit"]),
-                expired: replay.with_label_values(&["expired"]),
-                unknown: replay.with_label_values(&["unknown"]),
-            },
+            replay_requests: ReplayRequestCounters::register(&r),
             replayed_events: counter(&r, "replayed_events_total", "Events sent from replay"),
             resyncs: counter(&r, "resyncs_total", "realtime.resync frames sent"),
             slow_disconnects: counter(

@@ -4,7 +4,7 @@
 //! - [`cursor`]: stream cursors and client resume positions;
 //! - [`time`]: epoch milliseconds and the ISO 8601 timestamps envelopes carry.
 //!
-//! The SSE framing of events lives in [`crate::sse`].
+//! The SSE framing of events lives in the `sse` module.
 
 pub mod cursor;
 pub mod ids;

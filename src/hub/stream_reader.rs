@@ -129,3 +129,160 @@ impl Handler<ResolvePosition> for StreamReader {
         Box::pin(read)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::watch;
+
+    use futures_util::future::join_all;
+
+    use super::*;
+    use crate::broker::{
+        BackendHealth, BoxFuture as BrokerFuture, LiveSink, MemoryBroker, PublishOutcome,
+    };
+    use crate::config::BackendKind;
+    use crate::envelope::{NewEvent, OrgId, PublishRequest, StoredEvent, now_ms};
+
+    /// A memory broker whose reads wait for a gate and are counted, so a test can hold
+    /// many identical requests in flight at once.
+    struct GatedBroker {
+        inner: MemoryBroker,
+        reads: AtomicUsize,
+        resolves: AtomicUsize,
+        gate: watch::Receiver<bool>,
+    }
+
+    impl Broker for GatedBroker {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Memory
+        }
+        fn publish(
+            &self,
+            topic: Topic,
+            events: Vec<NewEvent>,
+        ) -> BrokerFuture<Result<Vec<PublishOutcome>, BrokerError>> {
+            self.inner.publish(topic, events)
+        }
+        fn subscribe(
+            &self,
+            topic: Topic,
+            sink: LiveSink,
+        ) -> BrokerFuture<Result<Option<Cursor>, BrokerError>> {
+            self.inner.subscribe(topic, sink)
+        }
+        fn unsubscribe(&self, topic: &Topic, sink_id: u64) {
+            self.inner.unsubscribe(topic, sink_id)
+        }
+        fn resolve(
+            &self,
+            topic: Topic,
+            position: ResumePosition,
+        ) -> BrokerFuture<Result<Resolution, BrokerError>> {
+            self.resolves.fetch_add(1, Ordering::SeqCst);
+            let mut gate = self.gate.clone();
+            let gated = topic == self::topic();
+            let read = self.inner.resolve(topic, position);
+            Box::pin(async move {
+                if gated {
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+                read.await
+            })
+        }
+        fn read_after(
+            &self,
+            topic: Topic,
+            after: Cursor,
+            limit: usize,
+        ) -> BrokerFuture<Result<Vec<Arc<StoredEvent>>, BrokerError>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            let mut gate = self.gate.clone();
+            let gated = topic == self::topic();
+            let read = self.inner.read_after(topic, after, limit);
+            Box::pin(async move {
+                if gated {
+                    let _ = gate.wait_for(|open| *open).await;
+                }
+                read.await
+            })
+        }
+        fn health(&self) -> BackendHealth {
+            BackendHealth::Ready
+        }
+    }
+
+    fn topic() -> Topic {
+        Topic::Org(OrgId::parse("org_reader").unwrap())
+    }
+
+    fn barrier() -> ReadPage {
+        ReadPage {
+            topic: Topic::Org(OrgId::parse("org_barrier").unwrap()),
+            after: Cursor::default(),
+            limit: 1,
+        }
+    }
+
+    #[actix::test]
+    async fn identical_reads_in_flight_cost_one_broker_call() {
+        let (gate, gate_rx) = watch::channel(false);
+        let broker = Arc::new(GatedBroker {
+            inner: MemoryBroker::new(600_000, 1000),
+            reads: AtomicUsize::new(0),
+            resolves: AtomicUsize::new(0),
+            gate: gate_rx,
+        });
+        let events: Vec<NewEvent> = (0..5)
+            .map(|n| {
+                let request = PublishRequest::new("a.b", serde_json::json!({ "n": n }));
+                NewEvent::validate(&topic(), request, 65_536, now_ms()).unwrap()
+            })
+            .collect();
+        let stored = broker.publish(topic(), events).await.unwrap();
+        let first = stored[0].event().cursor().unwrap();
+        let reader = StreamReader::new(broker.clone()).start();
+        // The barrier is never gated: once it is answered, the reader has started (its
+        // mailbox is large), and once the second one is, it has taken every request before.
+        reader.send(barrier()).await.unwrap().unwrap();
+        let pages = actix::spawn(join_all((0..50).map(|_| {
+            reader.send(ReadPage {
+                topic: topic(),
+                after: first,
+                limit: 256,
+            })
+        })));
+        let lookups = actix::spawn(join_all((0..50).map(|_| {
+            reader.send(ResolvePosition {
+                topic: topic(),
+                position: ResumePosition::Cursor(first),
+            })
+        })));
+        let other = actix::spawn(reader.send(ReadPage {
+            topic: topic(),
+            after: Cursor::default(),
+            limit: 256,
+        }));
+        reader.send(barrier()).await.unwrap().unwrap();
+        gate.send_replace(true);
+        for page in pages.await.unwrap() {
+            assert_eq!(page.unwrap().unwrap().len(), 4);
+        }
+        for lookup in lookups.await.unwrap() {
+            assert_eq!(lookup.unwrap().unwrap(), Resolution::After(first));
+        }
+        assert_eq!(other.await.unwrap().unwrap().unwrap().len(), 5);
+        let reads = broker.reads.load(Ordering::SeqCst) - 2; // the two barriers
+        assert_eq!(reads, 2, "50 identical pages (and one other), two reads");
+        assert_eq!(broker.resolves.load(Ordering::SeqCst), 1, "50 lookups, one");
+        // Done reads are forgotten: the next identical request reads again.
+        let again = reader.send(ReadPage {
+            topic: topic(),
+            after: first,
+            limit: 256,
+        });
+        assert_eq!(again.await.unwrap().unwrap().len(), 4);
+        assert_eq!(broker.reads.load(Ordering::SeqCst) - 2, 3);
+    }
+}
