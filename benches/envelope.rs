@@ -12,7 +12,7 @@ use dashclaw_realtime::envelope::{
     Cursor, NewEvent, OrgId, PublishRequest, StoredEvent, Topic, now_ms,
 };
 use dashclaw_realtime::hub::outbox::{Outbox, drain_now};
-use dashclaw_realtime::sse as frame;
+use dashclaw_realtime::sse::StreamFormat;
 use serde_json::json;
 
 fn topic() -> Topic {
@@ -32,12 +32,9 @@ fn validate_and_encode(c: &mut Criterion) {
         b.iter(|| {
             let new = NewEvent::validate(&topic, sample_request(), 65_536, 1_739_469_600_000)
                 .expect("valid");
+            // The frame is built once, with the stored event.
             let stored = StoredEvent::from_new(&new, Cursor::new(1_739_469_600_000, 7));
-            black_box(frame::event(
-                stored.cursor(),
-                &stored.envelope.event,
-                &stored.json,
-            ))
+            black_box(stored.frame(StreamFormat::V1))
         })
     });
 }
@@ -46,7 +43,7 @@ fn fan_out(c: &mut Criterion) {
     let outboxes: Vec<Arc<Outbox>> = (0..10_000).map(|_| Outbox::new(1 << 20)).collect();
     let new = NewEvent::validate(&topic(), sample_request(), 65_536, now_ms()).expect("valid");
     let stored = StoredEvent::from_new(&new, Cursor::new(1, 0));
-    let shared = frame::event(stored.cursor(), &stored.envelope.event, &stored.json);
+    let shared = stored.frame(StreamFormat::V1);
     c.bench_function(
         "fan-out of one shared frame to 10,000 session queues (+drain)",
         |b| {
@@ -84,9 +81,9 @@ fn memory_replay(c: &mut Criterion) {
                         .read_after(topic.clone(), after, 256)
                         .await
                         .expect("read");
-                    total += page.len();
-                    match page.last().and_then(|e| e.cursor()) {
-                        Some(c) if page.len() == 256 => after = c,
+                    total += page.events.len();
+                    match page.events.last().and_then(|e| e.cursor()) {
+                        Some(c) if page.full => after = c,
                         _ => break,
                     }
                 }

@@ -95,7 +95,7 @@ fn main() {
             let cursor = stored.cursor().map(|c| c.to_string()).unwrap_or_default();
             println!(
                 "published {event} {} at cursor {cursor}",
-                stored.envelope.id
+                stored.envelope().id
             );
         }
 

@@ -201,6 +201,15 @@ pub struct Config {
     /// `text` or `json` log lines.
     #[arg(long, env = "REALTIME_LOG_FORMAT", default_value = "text", value_parser = enum_setting::<LogFormat>("REALTIME_LOG_FORMAT"))]
     pub log_format: LogFormat,
+    /// Memory backend: bytes of replay kept over all orgs (default: 1/8 of physical memory,
+    /// between 64 MiB and 4 GiB).
+    #[arg(long, env = "REALTIME_MEMORY_MAX_BYTES", default_value_t = default_memory_max_bytes(),
+          value_parser = at_least("REALTIME_MEMORY_MAX_BYTES", 1 << 20))]
+    pub memory_max_bytes: usize,
+    /// Memory backend: bytes of replay kept per org.
+    #[arg(long, env = "REALTIME_MEMORY_MAX_BYTES_PER_ORG", default_value = "67108864",
+          value_parser = at_least("REALTIME_MEMORY_MAX_BYTES_PER_ORG", 65536))]
+    pub memory_max_bytes_per_org: usize,
     /// How long an org supervisor without sessions lingers before it stops.
     #[arg(skip = Duration::from_secs(30))]
     pub supervisor_idle: Duration,
@@ -266,6 +275,21 @@ impl Config {
     pub fn window_ms(&self) -> u64 {
         self.replay_window.as_millis() as u64
     }
+}
+
+/// An eighth of physical memory, between 64 MiB and 4 GiB.
+pub fn default_memory_max_bytes() -> usize {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let physical = usize::try_from(pages.max(0))
+        .unwrap_or(0)
+        .saturating_mul(usize::try_from(page_size.max(0)).unwrap_or(0));
+    (physical / 8).clamp(64 << 20, 4 << 30)
 }
 
 /// The soft open-file limit minus 256 descriptors kept for listeners, Redis and logs.

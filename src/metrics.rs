@@ -88,6 +88,8 @@ pub struct MetricSet {
     pub redis_reconnects: IntCounter,
     /// Supervisor gap fills that delivered at least one event.
     pub gap_fills: IntCounter,
+    /// Envelopes read from Redis (pub/sub or streams) that failed validation and were dropped.
+    pub invalid_events: IntCounter,
     /// Accept (hub validation) to stored (broker acknowledged), in seconds.
     pub publish_duration: Histogram,
     /// Envelope timestamp to frame queued for the sockets, in seconds.
@@ -271,6 +273,11 @@ impl Metrics {
                 &r,
                 "gap_fills_total",
                 "Gaps filled from the stream (fills that delivered at least one event)",
+            ),
+            invalid_events: counter(
+                &r,
+                "invalid_events_total",
+                "Envelopes from Redis that failed validation and were dropped",
             ),
             publish_duration: histogram(
                 &r,

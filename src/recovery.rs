@@ -45,20 +45,21 @@ pub fn expired_or_unknown(position: &ResumePosition, oldest_ms: u64) -> Resoluti
     }
 }
 
-/// Where a stream cursor lands, given the stream's newest entry (`last`) and the newest entry
-/// removed from it (`trimmed_through`).
+/// Where a stream cursor lands, given the newest id the stream ever had (`newest`) and
+/// whether events after the cursor were removed from it (`lost_after`: trimmed by time or
+/// length, or evicted).
 pub fn classify_cursor(
     cursor: Cursor,
-    last: Option<Cursor>,
-    trimmed_through: Option<Cursor>,
+    newest: Option<Cursor>,
+    lost_after: bool,
     oldest_ms: u64,
 ) -> Resolution {
-    match last {
-        Some(last) if cursor <= last => {}
+    match newest {
+        Some(newest) if cursor <= newest => {}
         // Newer than anything stored: another data set, or the stream lost its data.
         _ => return Resolution::Unknown,
     }
-    if cursor.ms < oldest_ms || trimmed_through.is_some_and(|t| cursor < t) {
+    if cursor.ms < oldest_ms || lost_after {
         return Resolution::Expired;
     }
     Resolution::After(cursor)
@@ -244,27 +245,13 @@ mod tests {
     #[test]
     fn cursor_classification() {
         let last = Some(c(100, 0));
-        assert_eq!(
-            classify_cursor(c(50, 0), last, None, 0),
-            Resolution::After(c(50, 0))
-        );
-        assert_eq!(
-            classify_cursor(c(101, 0), last, None, 0),
-            Resolution::Unknown
-        );
-        assert_eq!(classify_cursor(c(1, 0), None, None, 0), Resolution::Unknown);
-        assert_eq!(
-            classify_cursor(c(50, 0), last, None, 60),
-            Resolution::Expired
-        );
-        assert_eq!(
-            classify_cursor(c(50, 0), last, Some(c(60, 0)), 0),
-            Resolution::Expired
-        );
-        assert_eq!(
-            classify_cursor(c(60, 0), last, Some(c(60, 0)), 0),
-            Resolution::After(c(60, 0))
-        );
+        let at = |cursor, newest, lost, oldest| classify_cursor(cursor, newest, lost, oldest);
+        assert_eq!(at(c(50, 0), last, false, 0), Resolution::After(c(50, 0)));
+        assert_eq!(at(c(101, 0), last, false, 0), Resolution::Unknown);
+        assert_eq!(at(c(1, 0), None, false, 0), Resolution::Unknown);
+        assert_eq!(at(c(50, 0), last, false, 60), Resolution::Expired);
+        assert_eq!(at(c(50, 0), last, true, 0), Resolution::Expired);
+        assert_eq!(at(c(100, 0), last, false, 0), Resolution::After(c(100, 0)));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 
 use crate::auth::Auth;
-use crate::broker::{Broker, MemoryBroker, RedisBroker, memory::DEFAULT_MAX_EVENTS_PER_TOPIC};
+use crate::broker::memory::{DEFAULT_MAX_EVENTS_PER_TOPIC, MemoryLimits};
+use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::{BackendKind, Config};
 use crate::http::{self, AppState};
 use crate::hub::HubHandle;
@@ -84,10 +85,12 @@ fn listener(config: &Config) -> Result<TcpListener, StartError> {
 
 fn broker_for(config: &Config, metrics: &Metrics) -> Result<Arc<dyn Broker>, StartError> {
     match config.backend {
-        BackendKind::Memory => Ok(MemoryBroker::start(
-            config.window_ms(),
-            DEFAULT_MAX_EVENTS_PER_TOPIC,
-        )),
+        BackendKind::Memory => Ok(MemoryBroker::start(MemoryLimits {
+            window_ms: config.window_ms(),
+            max_events_per_topic: DEFAULT_MAX_EVENTS_PER_TOPIC,
+            max_bytes_per_topic: config.memory_max_bytes_per_org,
+            max_bytes: config.memory_max_bytes,
+        })),
         BackendKind::Redis => RedisBroker::start(config, metrics.clone())
             .map(|broker| Arc::new(broker) as Arc<dyn Broker>)
             .map_err(|e| StartError::Backend(e.to_string())),

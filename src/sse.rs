@@ -8,7 +8,12 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
 
-use crate::envelope::{Cursor, Envelope, StoredEvent};
+use crate::envelope::cursor::Cursor;
+
+/// What starts an event frame's `event:` line.
+pub const EVENT_PREFIX: &[u8] = b"event: ";
+/// What separates the event name from the data (ends the `event:` line, starts `data:`).
+pub const DATA_PREFIX: &[u8] = b"\ndata: ";
 
 /// The comment written on a stream that was idle for the heartbeat interval.
 pub const HEARTBEAT: &[u8] = b": heartbeat\n\n";
@@ -43,9 +48,9 @@ pub fn event(cursor: Option<Cursor>, event: &str, data: &[u8]) -> Bytes {
         out.put_slice(cursor.to_string().as_bytes());
         out.put_u8(b'\n');
     }
-    out.put_slice(b"event: ");
+    out.put_slice(EVENT_PREFIX);
     out.put_slice(event.as_bytes());
-    out.put_slice(b"\ndata: ");
+    out.put_slice(DATA_PREFIX);
     out.put_slice(data);
     out.put_slice(b"\n\n");
     out.freeze()
@@ -57,24 +62,23 @@ pub fn control(event: &str, data: &Value) -> Bytes {
     self::event(None, event, &json)
 }
 
-/// A stored event as a frame of `format`, with its own cursor as the `id:` line.
-pub fn encode_event(event: &StoredEvent, format: StreamFormat) -> Bytes {
-    encode_event_with_id(event, format, event.cursor())
+/// An event frame of DashClaw's `/api/stream`: the legacy projection of the envelope's
+/// payload in `data:`.
+pub fn legacy_event(cursor: Option<Cursor>, name: &str, envelope_json: &[u8]) -> Bytes {
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        #[serde(default = "empty_object")]
+        payload: Value,
+    }
+    let payload = serde_json::from_slice::<Payload>(envelope_json)
+        .map(|p| p.payload)
+        .unwrap_or_else(|_| empty_object());
+    let data = serde_json::to_vec(legacy_projection(name, &payload)).unwrap_or_default();
+    event(cursor, name, &data)
 }
 
-/// A stored event as a frame of `format`, with an explicit `id:` line (`None`: none).
-pub fn encode_event_with_id(
-    event: &StoredEvent,
-    format: StreamFormat,
-    id: Option<Cursor>,
-) -> Bytes {
-    match format {
-        StreamFormat::V1 => self::event(id, &event.envelope.event, &event.json),
-        StreamFormat::Legacy => {
-            let data = serde_json::to_vec(legacy_projection(&event.envelope)).unwrap_or_default();
-            self::event(id, &event.envelope.event, &data)
-        }
-    }
+fn empty_object() -> Value {
+    Value::Object(Default::default())
 }
 
 /// The `realtime.resync` control frame: the client's position cannot be replayed.
@@ -125,8 +129,8 @@ pub fn connected(format: StreamFormat, info: &Connected<'_>) -> Bytes {
 }
 
 /// The legacy `data:` projection of DashClaw's `/api/stream`.
-pub fn legacy_projection(envelope: &Envelope) -> &Value {
-    let key = match envelope.event.as_str() {
+pub fn legacy_projection<'a>(event: &str, payload: &'a Value) -> &'a Value {
+    let key = match event {
         "action.created" | "action.updated" => Some("action"),
         "message.created" => Some("message"),
         "decision.created" | "guard.decision.created" => Some("decision"),
@@ -135,8 +139,7 @@ pub fn legacy_projection(envelope: &Envelope) -> &Value {
         name if name.starts_with("goal.") => Some("goal"),
         _ => None,
     };
-    key.and_then(|k| envelope.payload.get(k))
-        .unwrap_or(&envelope.payload)
+    key.and_then(|k| payload.get(k)).unwrap_or(payload)
 }
 
 #[cfg(test)]
@@ -145,21 +148,17 @@ mod tests {
 
     #[test]
     fn legacy() {
-        let mut env = Envelope {
-            id: "evt_1".into(),
-            org_id: "o".into(),
-            event: "action.created".into(),
-            timestamp: String::new(),
-            version: "v1".into(),
-            payload: serde_json::json!({"action": {"x": 1}}),
-            cursor: None,
-        };
-        assert_eq!(legacy_projection(&env), &serde_json::json!({"x": 1}));
-        env.event = "custom.thing".into();
+        let payload = serde_json::json!({"action": {"x": 1}});
         assert_eq!(
-            legacy_projection(&env),
+            legacy_projection("action.created", &payload),
+            &serde_json::json!({"x": 1})
+        );
+        assert_eq!(
+            legacy_projection("custom.thing", &payload),
             &serde_json::json!({"action": {"x": 1}})
         );
+        let frame = legacy_event(None, "action.created", br#"{"payload":{"action":{"x":1}}}"#);
+        assert_eq!(&frame[..], b"event: action.created\ndata: {\"x\":1}\n\n");
     }
 
     #[test]

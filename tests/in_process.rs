@@ -64,12 +64,12 @@ fn stored(outcome: PublishOutcome) -> std::sync::Arc<StoredEvent> {
 /// The frame is byte-for-byte the stored envelope, with its cursor as `id:`.
 fn assert_frame(frame: &SseEvent, event: &StoredEvent) {
     let cursor = event.cursor().expect("in-process events carry a cursor");
-    assert_eq!(frame.event, event.envelope.event);
+    assert_eq!(frame.event, event.envelope().event);
     assert!(frame.had_id_field, "event frame without id: {frame:?}");
     assert_eq!(frame.last_event_id, cursor.to_string());
     assert_eq!(
         frame.data.as_bytes(),
-        &event.json[..],
+        event.json(),
         "data is not the stored envelope"
     );
     assert_eq!(frame.json()["cursor"], cursor.to_string());
@@ -96,13 +96,13 @@ async fn in_process_publishes_reach_http_subscribers_exactly_once_in_order() {
         .await
         .expect("publish_one"),
     );
-    assert_eq!(first.envelope.org_id, org);
-    assert_eq!(first.envelope.version, "v1");
-    assert_eq!(first.envelope.payload, json!({"n": 1}));
+    assert_eq!(first.envelope().org_id, org);
+    assert_eq!(first.envelope().version, "v1");
+    assert_eq!(first.envelope().payload, json!({"n": 1}));
     assert!(
-        first.envelope.id.starts_with("evt_"),
+        first.envelope().id.starts_with("evt_"),
         "{}",
-        first.envelope.id
+        first.envelope().id
     );
 
     // The actor message is the API other in-process producers hold on to.
@@ -121,7 +121,7 @@ async fn in_process_publishes_reach_http_subscribers_exactly_once_in_order() {
         .expect("batch publish");
     let batch: Vec<_> = batch.into_iter().map(stored).collect();
     assert_eq!(batch.len(), 2);
-    assert_eq!(batch[0].envelope.id, dup_id);
+    assert_eq!(batch[0].envelope().id, dup_id);
     assert!(first.cursor() < batch[0].cursor() && batch[0].cursor() < batch[1].cursor());
 
     // Refusals are typed, and an invalid batch stores nothing (checked by the sentinel).
@@ -214,8 +214,8 @@ async fn in_process_publishes_reach_http_subscribers_exactly_once_in_order() {
         .expect("duplicate publish");
     match &again {
         PublishOutcome::Duplicate(event) => {
-            assert_eq!(event.envelope, batch[0].envelope);
-            assert_eq!(event.json, batch[0].json);
+            assert_eq!(event.envelope(), batch[0].envelope());
+            assert_eq!(event.json(), batch[0].json());
         }
         PublishOutcome::Stored(event) => panic!("a repeated id was stored again: {event:?}"),
     }
@@ -233,9 +233,9 @@ async fn in_process_publishes_reach_http_subscribers_exactly_once_in_order() {
         for (i, want) in expected.iter().enumerate() {
             let frame = sub.expect_event(secs(10)).await;
             assert!(
-                frame.json()["id"] == want.envelope.id,
+                frame.json()["id"] == want.envelope().id,
                 "subscriber {s}, event {i}: got {frame:?}, want {}",
-                want.envelope.id
+                want.envelope().id
             );
             assert_frame(&frame, want);
         }
@@ -301,7 +301,7 @@ async fn in_process_ops_publish_reaches_ops_stream() {
             .await
             .expect("ops publish"),
     );
-    assert_eq!(published.envelope.org_id, "ops");
+    assert_eq!(published.envelope().org_id, "ops");
     assert_frame(&ops.expect_event(secs(10)).await, &published);
     running.shutdown().await.expect("server shutdown");
     assert_eq!(ops.wait_end(secs(5)).await, Some(End::Clean));

@@ -12,10 +12,10 @@ use common::{SseItem, SseParser};
 use dashclaw_realtime::auth::Auth;
 use dashclaw_realtime::envelope::{
     Cursor, Envelope, NewEvent, OrgId, PublishRequest, ResumePosition, StoredEvent, Topic,
-    ValidationError, format_timestamp, validate_event_id, validate_event_name,
+    ValidationError, format_timestamp, raw_json, validate_event_id, validate_event_name,
 };
 use dashclaw_realtime::filter::EventFilter;
-use dashclaw_realtime::sse::{self as frame, StreamFormat, encode_event};
+use dashclaw_realtime::sse::{self as frame, StreamFormat};
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use regex::Regex;
@@ -295,18 +295,18 @@ proptest! {
         now in 0u64..4_102_444_800_000,
         cuts in prop::collection::vec(any::<Index>(), 0..4),
     ) {
-        let request = PublishRequest { event: event.clone(), payload: Some(payload.clone()), id: id.clone() };
+        let request = PublishRequest { event: event.clone(), payload: Some(raw_json(&payload)), id: id.clone() };
         let new = NewEvent::validate(&topic, request, usize::MAX, now)
             .map_err(|e| TestCaseError::fail(format!("valid envelope refused: {e}")))?;
         if id.is_none() {
-            prop_assert!(validate_event_id(&new.envelope.id).is_ok());
-            prop_assert_eq!(new.envelope.id.len(), 30);
+            prop_assert!(validate_event_id(&new.id).is_ok());
+            prop_assert_eq!(new.id.len(), 30);
         }
-        prop_assert!(TIMESTAMP_RE.is_match(&new.envelope.timestamp), "{}", new.envelope.timestamp);
-        prop_assert_eq!(&new.envelope.timestamp, &format_timestamp(now));
+        prop_assert!(TIMESTAMP_RE.is_match(&new.timestamp), "{}", new.timestamp);
+        prop_assert_eq!(&new.timestamp, &format_timestamp(now));
 
         let expected = Envelope {
-            id: id.unwrap_or_else(|| new.envelope.id.clone()),
+            id: id.unwrap_or_else(|| new.id.clone()),
             org_id: topic.envelope_org().to_owned(),
             event: event.clone(),
             timestamp: format_timestamp(now),
@@ -315,8 +315,8 @@ proptest! {
             cursor: Some(cursor),
         };
         let stored = StoredEvent::from_new(&new, cursor);
-        prop_assert_eq!(&stored.envelope, &expected);
-        prop_assert!(!stored.json.iter().any(|&b| b == b'\n' || b == b'\r'));
+        prop_assert_eq!(&stored.envelope(), &expected);
+        prop_assert!(!stored.json().iter().any(|&b| b == b'\n' || b == b'\r'));
         // The stream entry's `data` is the same envelope without the cursor.
         let data_value: Value = serde_json::from_str(&new.data_json).unwrap();
         let mut without_cursor = serde_json::to_value(&expected).unwrap();
@@ -324,8 +324,8 @@ proptest! {
         prop_assert_eq!(data_value, without_cursor);
 
         // v1 frame.
-        let bytes = encode_event(&stored, StreamFormat::V1);
-        prop_assert_eq!(&bytes, &frame::event(Some(cursor), &event, &stored.json));
+        let bytes = stored.frame(StreamFormat::V1);
+        prop_assert_eq!(&bytes, &frame::event(Some(cursor), &event, stored.json()));
         check_frame_lines(&bytes)?;
         let sse = sole_event(parse_in_chunks(&bytes, &cuts))?;
         prop_assert_eq!(&sse.event, &event);
@@ -338,7 +338,7 @@ proptest! {
         prop_assert_eq!(&back, &expected);
 
         // Legacy `/api/stream` frame: same id and event, data the projection.
-        let legacy = encode_event(&stored, StreamFormat::Legacy);
+        let legacy = stored.frame(StreamFormat::Legacy);
         check_frame_lines(&legacy)?;
         let sse = sole_event(parse_in_chunks(&legacy, &cuts))?;
         prop_assert_eq!(&sse.event, &event);
@@ -349,7 +349,7 @@ proptest! {
 
         // The size limit is exact: the delivered form (with the longest cursor) must fit.
         let limit = new.data_json.len() + 55;
-        let req = |p: &Value| PublishRequest { event: event.clone(), payload: Some(p.clone()), id: Some(expected.id.clone()) };
+        let req = |p: &Value| PublishRequest { event: event.clone(), payload: Some(raw_json(p)), id: Some(expected.id.clone()) };
         prop_assert!(NewEvent::validate(&topic, req(&expected.payload), limit, now).is_ok());
         prop_assert!(
             matches!(
@@ -685,7 +685,7 @@ proptest! {
         match got {
             Ok(new) => {
                 prop_assert!(oracle_id(&s), "accepted {:?}", s);
-                prop_assert_eq!(new.envelope.id, s);
+                prop_assert_eq!(new.id, s);
             }
             Err(e) => {
                 prop_assert!(!oracle_id(&s), "refused {:?}: {}", s, e);

@@ -159,7 +159,7 @@ impl InProcessHub {
                                     .map(|outcome| {
                                         (
                                             outcome.is_duplicate(),
-                                            serde_json::to_value(&outcome.event().envelope)
+                                            serde_json::to_value(outcome.event().envelope())
                                                 .expect("envelope serializes"),
                                         )
                                     })

@@ -57,6 +57,21 @@ impl PublishOutcome {
     }
 }
 
+/// One read of a stream: events strictly after a cursor, oldest first, and whether events
+/// after that cursor were removed before the read (so the reader must tell its clients).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// The events read.
+    pub events: Vec<Arc<StoredEvent>>,
+    /// Events strictly after the read's cursor are gone (trimmed by time or length, or
+    /// evicted by a memory cap). Redis keeps no record of which entries a length trim
+    /// removed, so there this is also true when the cursor itself was the newest entry
+    /// trimmed; it is never false when events after the cursor are gone.
+    pub lost: bool,
+    /// The read returned as many events as it asked for: more may follow.
+    pub full: bool,
+}
+
 /// What a broker hands a subscribed supervisor.
 #[derive(Debug, Clone)]
 pub enum LiveMessage {
@@ -202,13 +217,14 @@ pub trait Broker: Send + Sync + 'static {
         position: ResumePosition,
     ) -> BoxFuture<Result<Resolution, BrokerError>>;
 
-    /// Up to `limit` events strictly after `after`, oldest first, within the window.
+    /// Up to `limit` events strictly after `after`, oldest first, within the window, and
+    /// whether events after `after` were lost (`after` = the default cursor: from the start).
     fn read_after(
         &self,
         topic: Topic,
         after: Cursor,
         limit: usize,
-    ) -> BoxFuture<Result<Vec<Arc<StoredEvent>>, BrokerError>>;
+    ) -> BoxFuture<Result<Page, BrokerError>>;
 
     /// Current health, cheap to call.
     fn health(&self) -> BackendHealth;

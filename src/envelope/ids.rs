@@ -33,6 +33,9 @@ pub enum ValidationError {
     /// The producer-given id breaks `^evt_[A-Za-z0-9_-]{1,128}$`.
     #[error("id must match ^evt_[A-Za-z0-9_-]{{1,128}}$")]
     InvalidEventId,
+    /// The payload is not JSON that can be written on one line.
+    #[error("the payload is not valid JSON")]
+    InvalidPayload,
     /// The serialized envelope is larger than the configured limit.
     #[error("serialized envelope is {size} bytes, the limit is {limit}")]
     TooLarge {
@@ -51,6 +54,7 @@ impl ValidationError {
             Self::InvalidEventName => "invalid_event_name",
             Self::ReservedEventName => "reserved_event_name",
             Self::InvalidEventId => "invalid_event_id",
+            Self::InvalidPayload => "invalid_payload",
             Self::TooLarge { .. } => "payload_too_large",
         }
     }

@@ -1,18 +1,25 @@
-//! Envelope v1: the one JSON shape every event has, validated once at publish.
+//! Envelope v1: the one JSON shape every event has, validated once at publish and again for
+//! anything read back from Redis.
 //!
 //! - [`ids`]: org ids, topics, event names and ids, and their validation;
 //! - [`cursor`]: stream cursors and client resume positions;
-//! - [`time`]: epoch milliseconds and the ISO 8601 timestamps envelopes carry.
+//! - [`time`]: epoch milliseconds and the ISO 8601 timestamps envelopes carry;
+//! - [`stored`]: an event as stored and delivered (its bytes, shared by every holder), and the
+//!   validation of envelopes that come from the wire.
 //!
-//! The SSE framing of events lives in the `sse` module.
+//! Every envelope the hub writes has one canonical layout (`id, org_id, event, timestamp,
+//! version, payload[, cursor]`, on one line), whoever produced it.
 
 pub mod cursor;
 pub mod ids;
+pub mod stored;
 pub mod time;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use cursor::{Cursor, CursorParseError, ResumePosition};
 pub use ids::{
@@ -20,12 +27,16 @@ pub use ids::{
     RESERVED_EVENT_PREFIX, Topic, ValidationError, generate_event_id, is_valid_event_name,
     validate_event_id, validate_event_name,
 };
+pub use stored::{StoredEvent, WireError};
 pub use time::{format_timestamp, now_ms, parse_timestamp};
 
 /// Value of the `version` field.
 pub const ENVELOPE_VERSION: &str = "v1";
 
-/// Envelope v1 as stored and delivered.
+/// Upper bound of `,"cursor":"…"` in bytes: room kept so the delivered form also fits.
+pub const CURSOR_FIELD_MAX_LEN: usize = 55;
+
+/// Envelope v1, parsed: what producers and tests compare against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Globally unique id (`evt_...`).
@@ -50,25 +61,33 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
-/// What a producer sends: an event type, a payload and optionally its own id.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// What a producer sends: an event type, a payload and optionally its own id. The payload
+/// stays raw JSON text: it is checked and copied, never parsed into a tree.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRequest {
     /// Event type.
     pub event: String,
     /// Producer data (`{}` when absent; an explicit `null` stays `null`).
-    #[serde(default, deserialize_with = "present_value")]
-    pub payload: Option<Value>,
+    #[serde(default, deserialize_with = "present_raw")]
+    pub payload: Option<Box<RawValue>>,
     /// Producer-given idempotency id.
     #[serde(default)]
     pub id: Option<String>,
 }
 
 /// Marks a present field as `Some`, even when its value is `null`.
-fn present_value<'de, D: serde::Deserializer<'de>>(
+pub fn present_raw<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
-) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
+) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// A JSON value as raw text (for building requests in process).
+pub fn raw_json(value: &Value) -> Box<RawValue> {
+    // Serializing a `Value` cannot fail; an empty object is a safe fallback all the same.
+    serde_json::value::to_raw_value(value)
+        .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).unwrap_or_default())
 }
 
 impl PublishRequest {
@@ -76,7 +95,7 @@ impl PublishRequest {
     pub fn new(event: impl Into<String>, payload: Value) -> Self {
         Self {
             event: event.into(),
-            payload: Some(payload),
+            payload: Some(raw_json(&payload)),
             id: None,
         }
     }
@@ -88,12 +107,59 @@ impl PublishRequest {
     }
 }
 
+/// Raw JSON text on one line: JSON only allows line breaks as whitespace between tokens, so
+/// text that has any is re-serialized compactly (rare: pretty-printed producers).
+fn one_line(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+    if raw.bytes().any(|b| b == b'\n' || b == b'\r') {
+        let value: Value = serde_json::from_str(raw)?;
+        return Ok(Cow::Owned(value.to_string()));
+    }
+    Ok(Cow::Borrowed(raw))
+}
+
+/// The fields of an envelope, validated, ready to be written.
+struct Fields<'a> {
+    id: &'a str,
+    org_id: &'a str,
+    event: &'a str,
+    timestamp: &'a str,
+    /// Raw JSON on one line.
+    payload: &'a str,
+}
+
+/// Writes an envelope in the canonical layout; with `cursor`, the delivered form.
+fn write_envelope(fields: &Fields<'_>, cursor: Option<Cursor>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(fields.payload.len() + 160);
+    let field = |out: &mut Vec<u8>, name: &str, value: &str| {
+        out.extend_from_slice(name.as_bytes());
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, value);
+    };
+    field(&mut out, "{\"id\":", fields.id);
+    field(&mut out, ",\"org_id\":", fields.org_id);
+    field(&mut out, ",\"event\":", fields.event);
+    field(&mut out, ",\"timestamp\":", fields.timestamp);
+    out.extend_from_slice(b",\"version\":\"v1\",\"payload\":");
+    out.extend_from_slice(fields.payload.as_bytes());
+    if let Some(cursor) = cursor {
+        out.extend_from_slice(b",\"cursor\":\"");
+        out.extend_from_slice(cursor.to_string().as_bytes());
+        out.push(b'"');
+    }
+    out.push(b'}');
+    out
+}
+
 /// A validated event ready for a broker: the envelope without its cursor, serialized once.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    /// The envelope (cursor unset).
-    pub envelope: Envelope,
-    /// `envelope` as JSON without `cursor`: the stream entry's `data` field.
+    /// The envelope id (`evt_...`).
+    pub id: String,
+    /// The event type.
+    pub event: String,
+    /// The `timestamp` field.
+    pub timestamp: String,
+    /// The envelope as JSON without `cursor`: the stream entry's `data` field.
     pub data_json: String,
     /// Publish time in epoch milliseconds (the `timestamp` field).
     pub published_ms: u64,
@@ -115,17 +181,19 @@ impl NewEvent {
             }
             None => generate_event_id(),
         };
-        let envelope = Envelope {
-            id,
-            org_id: topic.envelope_org().to_owned(),
-            event: request.event,
-            timestamp: format_timestamp(now_ms),
-            version: ENVELOPE_VERSION.to_owned(),
-            payload: request.payload.unwrap_or_else(empty_object),
-            cursor: None,
+        let timestamp = format_timestamp(now_ms);
+        let payload = match &request.payload {
+            Some(raw) => one_line(raw.get()).map_err(|_| ValidationError::InvalidPayload)?,
+            None => Cow::Borrowed("{}"),
         };
-        let data_json = serde_json::to_string(&envelope).unwrap_or_default();
-        // Room for `,"cursor":"<20 digits>-<20 digits>"` so the delivered form also fits.
+        let fields = Fields {
+            id: &id,
+            org_id: topic.envelope_org(),
+            event: &request.event,
+            timestamp: &timestamp,
+            payload: &payload,
+        };
+        let data_json = write_envelope(&fields, None);
         let size = data_json.len() + CURSOR_FIELD_MAX_LEN;
         if size > max_bytes {
             return Err(ValidationError::TooLarge {
@@ -133,73 +201,30 @@ impl NewEvent {
                 limit: max_bytes,
             });
         }
+        // Only validated strings and raw JSON text went in: the output is UTF-8.
+        let data_json =
+            String::from_utf8(data_json).map_err(|_| ValidationError::InvalidPayload)?;
         Ok(Self {
-            envelope,
+            id,
+            event: request.event,
+            timestamp,
             data_json,
             published_ms: now_ms,
         })
     }
-}
 
-/// Upper bound of `,"cursor":"…"` in bytes.
-const CURSOR_FIELD_MAX_LEN: usize = 55;
-
-/// An event as stored in a stream and fanned out: envelope plus its JSON with cursor.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    /// The envelope, `cursor` set when the producer wrote the stream.
-    pub envelope: Envelope,
-    /// `envelope` as one line of JSON, cursor included: the SSE `data:` of v1 streams.
-    pub json: Bytes,
-    /// Milliseconds of the cursor (or of receipt, for cursor-less messages), for the window.
-    pub time_ms: u64,
-    /// The envelope `timestamp` in epoch milliseconds (`time_ms` if it does not parse),
-    /// parsed once here so delivery-lag metrics cost no parsing per session.
-    pub published_ms: u64,
-}
-
-impl StoredEvent {
-    /// Completes a validated event with its stream position.
-    pub fn from_new(event: &NewEvent, cursor: Cursor) -> Self {
-        let mut envelope = event.envelope.clone();
-        envelope.cursor = Some(cursor);
-        let json = splice_cursor(&event.data_json, cursor);
-        Self {
-            envelope,
-            json,
-            time_ms: cursor.ms,
-            published_ms: event.published_ms,
-        }
+    /// The envelope, parsed (for tests and producers that want the tree).
+    pub fn envelope(&self) -> Envelope {
+        serde_json::from_str(&self.data_json).unwrap_or_else(|_| Envelope {
+            id: self.id.clone(),
+            org_id: String::new(),
+            event: self.event.clone(),
+            timestamp: self.timestamp.clone(),
+            version: ENVELOPE_VERSION.to_owned(),
+            payload: Value::Null,
+            cursor: None,
+        })
     }
-
-    /// Builds a stored event from an envelope read back from a stream or channel.
-    pub fn from_envelope(envelope: Envelope, received_ms: u64) -> Self {
-        let json = Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default());
-        let time_ms = envelope.cursor.map_or(received_ms, |c| c.ms);
-        let published_ms = parse_timestamp(&envelope.timestamp).unwrap_or(time_ms);
-        Self {
-            envelope,
-            json,
-            time_ms,
-            published_ms,
-        }
-    }
-
-    /// The event's stream position, if it has one.
-    pub fn cursor(&self) -> Option<Cursor> {
-        self.envelope.cursor
-    }
-}
-
-/// Appends `"cursor"` to a serialized cursor-less envelope without re-serializing it.
-fn splice_cursor(data_json: &str, cursor: Cursor) -> Bytes {
-    let body = data_json.strip_suffix('}').unwrap_or(data_json);
-    let mut out = BytesMut::with_capacity(data_json.len() + CURSOR_FIELD_MAX_LEN);
-    out.put_slice(body.as_bytes());
-    out.put_slice(b",\"cursor\":\"");
-    out.put_slice(cursor.to_string().as_bytes());
-    out.put_slice(b"\"}");
-    out.freeze()
 }
 
 #[cfg(test)]
@@ -212,9 +237,9 @@ mod tests {
         let req = PublishRequest::new("action.created", serde_json::json!({"a": "x\ny"}));
         let new = NewEvent::validate(&topic, req, 65_536, 1_000).unwrap();
         let stored = StoredEvent::from_new(&new, Cursor::new(1_000, 3));
-        let expected = serde_json::to_vec(&stored.envelope).unwrap();
-        assert_eq!(stored.json.as_ref(), expected.as_slice());
-        assert!(!stored.json.contains(&b'\n'));
+        let expected = serde_json::to_vec(&stored.envelope()).unwrap();
+        assert_eq!(stored.json(), expected.as_slice());
+        assert!(!stored.json().contains(&b'\n'));
     }
 
     #[test]
@@ -248,20 +273,26 @@ mod tests {
         let topic = Topic::Ops;
         let new = NewEvent::validate(&topic, PublishRequest::new("a", Value::Null), 65_536, 1_234)
             .unwrap();
-        let read_back: Envelope = serde_json::from_str(&new.data_json).unwrap();
-        assert_eq!(
-            StoredEvent::from_envelope(read_back, 9_999).published_ms,
-            1_234
-        );
+        let read_back = StoredEvent::from_wire(
+            new.data_json.as_bytes(),
+            Some(Cursor::new(9_999, 0)),
+            &topic,
+            65_536,
+        )
+        .unwrap();
+        assert_eq!(read_back.published_ms, 1_234);
     }
 
     #[test]
     fn explicit_null_payload_is_kept() {
         let with_null: PublishRequest =
             serde_json::from_str(r#"{"event":"a","payload":null}"#).unwrap();
-        assert_eq!(with_null.payload, Some(Value::Null));
+        assert_eq!(
+            with_null.payload.as_deref().map(RawValue::get),
+            Some("null")
+        );
         let absent: PublishRequest = serde_json::from_str(r#"{"event":"a"}"#).unwrap();
-        assert_eq!(absent.payload, None);
+        assert!(absent.payload.is_none());
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub enum ApiError {
     /// The org id in the path or credential is invalid.
     #[error("{0}")]
     InvalidOrgId(ValidationError),
+    /// A published envelope names another org than its route.
+    #[error("org_id does not match the org of the route")]
+    OrgMismatch,
+    /// A published envelope's `version` is not `v1`.
+    #[error("version must be \"v1\"")]
+    InvalidVersion,
     /// The `events` filter is invalid.
     #[error("{0}")]
     InvalidFilter(String),
@@ -54,6 +60,8 @@ impl ApiError {
             Self::InvalidBody(_) => "invalid_body",
             Self::InvalidOrgId(_) => "invalid_org_id",
             Self::InvalidFilter(_) => "invalid_filter",
+            Self::OrgMismatch => "org_mismatch",
+            Self::InvalidVersion => "invalid_version",
             Self::Auth(e) => e.code(),
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -94,6 +102,7 @@ impl ResponseError for ApiError {
             Self::Auth(e) if e.is_unauthenticated() => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::AmbiguousOrg) => StatusCode::BAD_REQUEST,
             Self::Auth(_) => StatusCode::FORBIDDEN,
+            Self::OrgMismatch | Self::InvalidVersion => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -4,12 +4,14 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::credentials::credential;
 use super::{ApiError, AppState};
 use crate::auth::Scope;
-use crate::envelope::{OrgId, PublishRequest, Topic};
+use crate::envelope::{ENVELOPE_VERSION, OrgId, PublishRequest, Topic};
 use crate::hub::{HubError, MAX_BATCH, PublishSource};
 
 /// `POST /v1/orgs/{org_id}/events`.
@@ -32,9 +34,10 @@ pub async fn ops_publish(
     publish(req, Topic::Ops, payload, state).await
 }
 
-/// Largest accepted body: a full batch of maximum-size events, capped at 64 MiB.
+/// Largest accepted body: a full batch of maximum-size events. The body is held once and
+/// parsed without building JSON trees, so a request costs about twice this at most.
 fn body_limit(max_payload_bytes: usize) -> usize {
-    max_payload_bytes.saturating_mul(MAX_BATCH).min(64 << 20)
+    max_payload_bytes.saturating_mul(MAX_BATCH)
 }
 
 async fn read_body(
@@ -70,30 +73,134 @@ fn is_json(req: &HttpRequest) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// Parses a body into requests; `Ok((requests, is_batch))`.
-pub fn parse_publish_body(body: &[u8]) -> Result<(Vec<PublishRequest>, bool), ApiError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let to_request = |value: Value, index: Option<usize>| {
-        serde_json::from_value::<PublishRequest>(value).map_err(|e| {
-            let at = index.map(|i| format!("item {i}: ")).unwrap_or_default();
-            ApiError::InvalidBody(format!("{at}{e}"))
-        })
-    };
-    match value {
-        Value::Object(_) => Ok((vec![to_request(value, None)?], false)),
-        Value::Array(items) => {
-            if items.len() > MAX_BATCH {
-                return Err(HubError::BatchTooLarge(items.len()).into());
+/// What the body is at its top level, found by a pass that checks the JSON syntax and counts
+/// a batch without building anything.
+enum Shape {
+    Object,
+    Array(usize),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ShapeVisitor;
+        impl<'de> Visitor<'de> for ShapeVisitor {
+            type Value = Shape;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
             }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Shape::Object)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+                let mut count = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(Shape::Array(count))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+        }
+        deserializer.deserialize_any(ShapeVisitor)
+    }
+}
+
+/// One event as HTTP producers send it: `{event, payload?, id?}`, or DashClaw's whole
+/// envelope `{id, org_id, event, timestamp, version, payload}` (what its Node publisher
+/// writes to Redis), so a producer can switch transport without changing its events.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRequest<'a> {
+    event: String,
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(default)]
+    id: Option<String>,
+    /// Must be the topic's org when given.
+    #[serde(default)]
+    org_id: Option<String>,
+    /// Must be `v1` when given.
+    #[serde(default)]
+    version: Option<String>,
+    /// Accepted and replaced: the hub stamps its own time at publish.
+    #[serde(default, rename = "timestamp")]
+    _timestamp: Option<IgnoredAny>,
+}
+
+impl WireRequest<'_> {
+    fn into_request(self, topic: &Topic) -> Result<PublishRequest, ApiError> {
+        if self
+            .org_id
+            .as_deref()
+            .is_some_and(|org| org != topic.envelope_org())
+        {
+            return Err(ApiError::OrgMismatch);
+        }
+        if self
+            .version
+            .as_deref()
+            .is_some_and(|v| v != ENVELOPE_VERSION)
+        {
+            return Err(ApiError::InvalidVersion);
+        }
+        Ok(PublishRequest {
+            event: self.event,
+            payload: self.payload.map(|raw| raw.to_owned()),
+            id: self.id,
+        })
+    }
+}
+
+/// Parses a body for `topic` into requests; `Ok((requests, is_batch))`. Payloads are copied
+/// as raw JSON text, never built into trees, so a body costs about twice its size at most.
+pub fn parse_publish_body(
+    body: &[u8],
+    topic: &Topic,
+) -> Result<(Vec<PublishRequest>, bool), ApiError> {
+    let shape: Shape =
+        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let item = |raw: &RawValue, index: Option<usize>| {
+        let at = || index.map(|i| format!("item {i}: ")).unwrap_or_default();
+        serde_json::from_str::<WireRequest<'_>>(raw.get())
+            .map_err(|e| ApiError::InvalidBody(format!("{}{e}", at())))?
+            .into_request(topic)
+    };
+    match shape {
+        Shape::Object => {
+            let raw: &RawValue =
+                serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+            Ok((vec![item(raw, None)?], false))
+        }
+        Shape::Array(count) if count > MAX_BATCH => Err(HubError::BatchTooLarge(count).into()),
+        Shape::Array(_) => {
+            let items: Vec<&RawValue> =
+                serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
             let requests = items
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| to_request(item, Some(i)))
+                .map(|(i, raw)| item(raw, Some(i)))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok((requests, true))
         }
-        _ => Err(ApiError::InvalidBody(
+        Shape::Other => Err(ApiError::InvalidBody(
             "the body must be an event object or an array of them".into(),
         )),
     }
@@ -118,7 +225,7 @@ async fn publish(
         body_limit(state.hub.config().max_payload_bytes),
     )
     .await?;
-    let (requests, is_batch) = parse_publish_body(&body)?;
+    let (requests, is_batch) = parse_publish_body(&body, &topic)?;
     let outcomes = state
         .hub
         .publish_from(topic, requests, PublishSource::Http)
@@ -137,7 +244,7 @@ async fn publish(
         if i > 0 {
             json.push(b',');
         }
-        json.extend_from_slice(&outcome.event().json);
+        json.extend_from_slice(outcome.event().json());
     }
     if is_batch {
         json.push(b']');

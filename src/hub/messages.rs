@@ -8,8 +8,8 @@ use actix::prelude::*;
 
 use super::error::HubError;
 use super::outbox::Outbox;
-use crate::broker::{BrokerError, PublishOutcome, Resolution};
-use crate::envelope::{Cursor, PublishRequest, ResumePosition, StoredEvent, Topic};
+use crate::broker::{self, BrokerError, PublishOutcome, Resolution};
+use crate::envelope::{Cursor, PublishRequest, ResumePosition, Topic};
 use crate::filter::EventFilter;
 use crate::sse::StreamFormat;
 
@@ -79,6 +79,9 @@ pub enum JoinOutcome {
     },
     /// The supervisor's ring does not reach back to `after`: read more pages.
     Behind,
+    /// The ring reaches back to `after`, but more than the session's queue has room for:
+    /// read more pages (as the client drains) and ask again.
+    ReadMore,
     /// The supervisor was retiring: ask again (the registry has started a new one).
     Retry,
     /// The session is closed or the hub is shutting down.
@@ -134,7 +137,7 @@ pub struct ResolvePosition {
 }
 
 /// One page of a stream, shared by every reader that asked for it.
-pub type Page = Arc<Vec<Arc<StoredEvent>>>;
+pub type Page = Arc<broker::Page>;
 
 /// Asks the stream reader for one page of events after a cursor.
 #[derive(Debug, Message)]

@@ -174,7 +174,6 @@ impl HubHandle {
             info_span!("session", org = %spec.topic.envelope_org(), session = id, resume = %resume);
         let limits = SessionLimits {
             page_size: self.config.replay_page_size,
-            queue_limit: self.config.session_queue_bytes,
             retry_ms: self.config.retry_ms,
         };
         let session = ClientSession::new(

@@ -1,8 +1,15 @@
 //! A session's bounded outbound queue, shared by its writers and its HTTP body.
 //!
 //! Frames are pre-encoded `Bytes` shared with every other session of the org; the queue
-//! only holds references. The body drains everything queued in one poll and hands it to
-//! the socket as one chunk, so a burst costs one write, not one per frame.
+//! only holds references. The body drains what is queued, up to [`MAX_CHUNK`] bytes, in one
+//! poll and hands it to the socket as one chunk, so a burst costs one write, not one per
+//! frame.
+//!
+//! Bound: live frames past the queue's limit close the session as slow; replay frames wait
+//! for room ([`Outbox::push_when_room`]); control frames (one `retry:`, one connected frame,
+//! resyncs) are a few hundred bytes each. Whatever a chunk hands to actix-http waits in its
+//! write buffer, which it stops refilling at 32 KiB: a client that never reads holds at most
+//! the queue's limit, one chunk and that buffer.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
+
+/// Most bytes handed to the HTTP layer in one chunk (a single larger frame goes alone).
+pub const MAX_CHUNK: usize = 64 << 10;
 
 /// Why a stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +122,33 @@ impl Outbox {
         PushResult::Queued
     }
 
-    /// Queues a frame without the bound; replay writers wait for [`Self::wait_below`] first.
+    /// Queues a replay frame once it fits under the bound (or the queue is empty, for a
+    /// frame larger than the whole bound); false when the stream was closed meanwhile.
+    pub async fn push_when_room(&self, frame: Bytes) -> bool {
+        loop {
+            let drained = self.drained.notified();
+            {
+                let mut state = self.lock();
+                if state.closed.is_some() {
+                    return false;
+                }
+                let fits = state.queued_bytes + frame.len() <= self.limit;
+                if fits || state.frames.is_empty() {
+                    enqueue(&mut state, frame);
+                    return true;
+                }
+            }
+            drained.await;
+        }
+    }
+
+    /// Bytes that can still be queued before the bound.
+    pub fn room(&self) -> usize {
+        self.limit.saturating_sub(self.lock().queued_bytes)
+    }
+
+    /// Queues a control frame (a few hundred bytes: `retry:`, connected, resync) without
+    /// the bound.
     pub fn push_unbounded(&self, frame: Bytes) -> PushResult {
         let mut state = self.lock();
         if state.closed.is_some() {
@@ -147,36 +183,11 @@ impl Outbox {
         self.lock().queued_bytes
     }
 
-    /// Waits until fewer than `threshold` bytes are queued or the stream is closed.
-    pub async fn wait_below(&self, threshold: usize) {
-        loop {
-            let notified = self.drained.notified();
-            {
-                let state = self.lock();
-                if state.queued_bytes < threshold || state.closed.is_some() {
-                    return;
-                }
-            }
-            notified.await;
-        }
-    }
-
-    /// Takes everything queued as one chunk; `Ready(None)` once the stream has ended.
+    /// Takes what is queued, up to [`MAX_CHUNK`] bytes, as one chunk; `Ready(None)` once
+    /// the stream has ended.
     pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let mut state = self.lock();
-        let chunk = match state.frames.len() {
-            0 => None,
-            1 => state.frames.pop_front(),
-            _ => {
-                let mut chunk = BytesMut::with_capacity(state.queued_bytes);
-                for frame in state.frames.drain(..) {
-                    chunk.extend_from_slice(&frame);
-                }
-                Some(chunk.freeze())
-            }
-        };
-        if let Some(chunk) = chunk {
-            state.queued_bytes = 0;
+        if let Some(chunk) = take_chunk(&mut state) {
             drop(state);
             self.drained.notify_waiters();
             return Poll::Ready(Some(chunk));
@@ -207,6 +218,30 @@ impl Outbox {
         self.drained.notify_waiters();
         reason
     }
+}
+
+/// The frames at the front of the queue, up to [`MAX_CHUNK`] bytes (at least one frame).
+fn take_chunk(state: &mut State) -> Option<Bytes> {
+    let first = state.frames.pop_front()?;
+    let mut taken = first.len();
+    let chunk = match state.frames.front() {
+        Some(next) if taken + next.len() <= MAX_CHUNK => {
+            let mut chunk = BytesMut::with_capacity(MAX_CHUNK.min(state.queued_bytes));
+            chunk.extend_from_slice(&first);
+            while let Some(next) = state.frames.front()
+                && taken + next.len() <= MAX_CHUNK
+            {
+                taken += next.len();
+                if let Some(frame) = state.frames.pop_front() {
+                    chunk.extend_from_slice(&frame);
+                }
+            }
+            chunk.freeze()
+        }
+        _ => first,
+    };
+    state.queued_bytes -= taken;
+    Some(chunk)
 }
 
 fn enqueue(state: &mut State, frame: Bytes) {
@@ -260,6 +295,40 @@ mod tests {
             outbox.push(Bytes::from_static(b"1"), Bytes::new),
             PushResult::Closed
         );
+    }
+
+    #[test]
+    fn chunks_are_bounded() {
+        let outbox = Outbox::new(1 << 20);
+        for _ in 0..10 {
+            outbox.push(Bytes::from(vec![b'x'; 10_000]), Bytes::new);
+        }
+        let first = drain_now(&outbox).unwrap();
+        assert_eq!(first.len(), 60_000);
+        assert_eq!(outbox.queued_bytes(), 40_000);
+        let big = Outbox::new(1 << 20);
+        big.push(Bytes::from(vec![b'x'; 100_000]), Bytes::new);
+        big.push(Bytes::from_static(b"y"), Bytes::new);
+        assert_eq!(drain_now(&big).unwrap().len(), 100_000);
+        assert_eq!(drain_now(&big).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn replay_frames_wait_for_room() {
+        let outbox = Outbox::new(100);
+        assert!(outbox.push_when_room(Bytes::from(vec![b'a'; 80])).await);
+        let waiting = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.push_when_room(Bytes::from(vec![b'b'; 80])).await })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(outbox.queued_bytes(), 80, "the second frame waits");
+        assert_eq!(drain_now(&outbox).unwrap().len(), 80);
+        assert!(waiting.await.unwrap());
+        assert_eq!(outbox.queued_bytes(), 80);
+        // A frame larger than the bound goes alone into an empty queue.
+        drain_now(&outbox);
+        assert!(outbox.push_when_room(Bytes::from(vec![b'c'; 500])).await);
     }
 
     #[test]

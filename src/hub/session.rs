@@ -55,7 +55,6 @@ struct Replay {
     outbox: Arc<Outbox>,
     links: SessionLinks,
     page_size: usize,
-    queue_limit: usize,
     metrics: Metrics,
 }
 
@@ -91,15 +90,14 @@ impl Replay {
     }
 
     /// Reads pages after `cursor` into the outbox until the stream is exhausted; returns the
-    /// cursor reached and whether the last page was empty.
+    /// cursor reached and whether the last page was empty. Each frame waits for room in the
+    /// queue, so a client that does not read holds at most the queue's bound.
     async fn read_pages(
         &self,
         mut cursor: Cursor,
         replayed: &mut usize,
     ) -> Result<(Cursor, bool), CloseReason> {
         loop {
-            // Pages are requested as the client drains, so replay never outgrows the queue.
-            self.outbox.wait_below(self.queue_limit / 2).await;
             if self.outbox.closed().is_some() {
                 return Err(CloseReason::Client);
             }
@@ -117,21 +115,30 @@ impl Replay {
                     warn!(session = self.session_id, %error, "replay read failed");
                     CloseReason::Backend
                 })?;
+            if page.lost {
+                // Trimmed while we replayed: the client hears so before what is left.
+                self.resync("expired", &cursor.to_string());
+            }
             let mut written = 0usize;
-            for event in page.iter() {
+            for event in &page.events {
                 if let Some(c) = event.cursor() {
                     cursor = c;
                 }
-                if self.filter.matches(&event.envelope.event) {
-                    self.outbox
-                        .push_unbounded(sse::encode_event(event, self.spec.format));
+                if self.filter.matches(event.event_name()) {
+                    if !self
+                        .outbox
+                        .push_when_room(event.frame(self.spec.format))
+                        .await
+                    {
+                        return Err(CloseReason::Client);
+                    }
                     written += 1;
                 }
             }
             *replayed += written;
             self.metrics.record_replay(written);
-            if page.len() < self.page_size {
-                return Ok((cursor, page.is_empty()));
+            if !page.full {
+                return Ok((cursor, page.events.is_empty()));
             }
         }
     }
@@ -192,7 +199,7 @@ impl Replay {
                     return Ok(leave);
                 }
                 JoinOutcome::Closed => return Err(CloseReason::Client),
-                JoinOutcome::Behind | JoinOutcome::Retry => {}
+                JoinOutcome::Behind | JoinOutcome::ReadMore | JoinOutcome::Retry => {}
             }
         }
         let mut after = match &self.spec.resume {
@@ -213,6 +220,10 @@ impl Replay {
                     return Ok(leave);
                 }
                 JoinOutcome::Closed | JoinOutcome::Retry => return Err(CloseReason::Client),
+                // The ring has what follows, more than the queue has room for: read it from
+                // the stream as the client drains.
+                JoinOutcome::ReadMore if after.is_some() => {}
+                JoinOutcome::ReadMore => return Err(CloseReason::Client),
                 JoinOutcome::Behind => match after_behind(exhausted) {
                     BehindStep::ReadMore => {}
                     BehindStep::ResyncExpired => {
@@ -242,8 +253,6 @@ pub struct ClientSession {
 pub struct SessionLimits {
     /// Events per replay page.
     pub page_size: usize,
-    /// The outbox's bound in bytes.
-    pub queue_limit: usize,
     /// The `retry:` hint.
     pub retry_ms: u64,
 }
@@ -269,7 +278,6 @@ impl ClientSession {
                 outbox: outbox.clone(),
                 links,
                 page_size: limits.page_size,
-                queue_limit: limits.queue_limit,
                 metrics,
             }),
             outbox,

@@ -143,7 +143,7 @@ mod tests {
         BackendHealth, BoxFuture as BrokerFuture, LiveSink, MemoryBroker, PublishOutcome,
     };
     use crate::config::BackendKind;
-    use crate::envelope::{NewEvent, OrgId, PublishRequest, StoredEvent, now_ms};
+    use crate::envelope::{NewEvent, OrgId, PublishRequest, now_ms};
 
     /// A memory broker whose reads wait for a gate and are counted, so a test can hold
     /// many identical requests in flight at once.
@@ -196,7 +196,7 @@ mod tests {
             topic: Topic,
             after: Cursor,
             limit: usize,
-        ) -> BrokerFuture<Result<Vec<Arc<StoredEvent>>, BrokerError>> {
+        ) -> BrokerFuture<Result<crate::broker::Page, BrokerError>> {
             self.reads.fetch_add(1, Ordering::SeqCst);
             let mut gate = self.gate.clone();
             let gated = topic == self::topic();
@@ -267,12 +267,12 @@ mod tests {
         reader.send(barrier()).await.unwrap().unwrap();
         gate.send_replace(true);
         for page in pages.await.unwrap() {
-            assert_eq!(page.unwrap().unwrap().len(), 4);
+            assert_eq!(page.unwrap().unwrap().events.len(), 4);
         }
         for lookup in lookups.await.unwrap() {
             assert_eq!(lookup.unwrap().unwrap(), Resolution::After(first));
         }
-        assert_eq!(other.await.unwrap().unwrap().unwrap().len(), 5);
+        assert_eq!(other.await.unwrap().unwrap().unwrap().events.len(), 5);
         let reads = broker.reads.load(Ordering::SeqCst) - 2; // the two barriers
         assert_eq!(reads, 2, "50 identical pages (and one other), two reads");
         assert_eq!(broker.resolves.load(Ordering::SeqCst), 1, "50 lookups, one");
@@ -282,7 +282,7 @@ mod tests {
             after: first,
             limit: 256,
         });
-        assert_eq!(again.await.unwrap().unwrap().len(), 4);
+        assert_eq!(again.await.unwrap().unwrap().events.len(), 4);
         assert_eq!(broker.reads.load(Ordering::SeqCst) - 2, 3);
     }
 }

@@ -42,29 +42,25 @@ struct SessionEntry {
     read_through: Option<Cursor>,
 }
 
-struct RingEntry {
-    event: Arc<StoredEvent>,
-    frame: Bytes,
-}
-
-/// Recent events, for joining sessions: holds every event in `(floor, last]`.
+/// Recent events, for joining sessions: holds every event in `(floor, last]`. The events
+/// are the broker's own (shared `Arc`s, frames included), so the ring costs no copy.
 #[derive(Default)]
 struct Ring {
-    entries: VecDeque<RingEntry>,
+    entries: VecDeque<Arc<StoredEvent>>,
     bytes: usize,
     floor: Cursor,
 }
 
 impl Ring {
-    fn push(&mut self, event: Arc<StoredEvent>, frame: Bytes) {
-        self.bytes += frame.len();
-        self.entries.push_back(RingEntry { event, frame });
+    fn push(&mut self, event: Arc<StoredEvent>) {
+        self.bytes += event.size();
+        self.entries.push_back(event);
         while self.entries.len() > RING_MAX_EVENTS || self.bytes > RING_MAX_BYTES {
             let Some(old) = self.entries.pop_front() else {
                 break;
             };
-            self.bytes -= old.frame.len();
-            if let Some(c) = old.event.cursor() {
+            self.bytes -= old.size();
+            if let Some(c) = old.cursor() {
                 self.floor = c;
             }
         }
@@ -72,8 +68,14 @@ impl Ring {
 
     fn contains(&self, cursor: Cursor) -> bool {
         self.entries
-            .binary_search_by(|e| e.event.cursor().cmp(&Some(cursor)))
+            .binary_search_by(|e| e.cursor().cmp(&Some(cursor)))
             .is_ok()
+    }
+
+    /// The events after `after`, oldest first.
+    fn after(&self, after: Cursor) -> impl Iterator<Item = &Arc<StoredEvent>> {
+        let start = self.entries.partition_point(|e| e.cursor() <= Some(after));
+        self.entries.range(start..)
     }
 
     fn reset(&mut self, floor: Cursor) {
@@ -195,14 +197,14 @@ impl TopicSupervisor {
             return false;
         }
         // Sessions that joined ahead of the supervisor already replayed up to `skip_through`.
-        let v1_frame = self.fan_out(
+        self.fan_out(
             &event,
-            cursor,
+            true,
             |session| !matches!((session.skip_through, cursor), (Some(skip), Some(c)) if c <= skip),
         );
         if let Some(cursor) = cursor {
             self.last = cursor;
-            self.ring.push(event, v1_frame);
+            self.ring.push(event);
         }
         true
     }
@@ -221,34 +223,39 @@ impl TopicSupervisor {
         }
         debug!(topic = %self.topic, %cursor, last = %self.last, "late event delivered out of order");
         // A session whose replay read past this cursor already has the event.
-        self.fan_out(&event, None, |session| {
+        self.fan_out(&event, false, |session| {
             session.read_through.is_none_or(|read| cursor > read)
         });
     }
 
-    /// Writes one event to every session that `wants` it and whose filter matches, encoding
-    /// each wire format at most once; prunes closed and overflowing sessions. Returns the v1
-    /// frame (for the ring).
+    /// Writes one event to every session that `wants` it and whose filter matches (with its
+    /// cursor as the `id:` line when `with_id`); each format's frame is made once per event
+    /// and shared. Prunes closed and overflowing sessions.
     fn fan_out(
         &mut self,
         event: &StoredEvent,
-        id_line: Option<Cursor>,
+        with_id: bool,
         wants: impl Fn(&SessionEntry) -> bool,
-    ) -> Bytes {
-        let v1_frame = sse::encode_event_with_id(event, StreamFormat::V1, id_line);
+    ) {
+        let frame = |format| {
+            if with_id {
+                event.frame(format)
+            } else {
+                event.frame_without_id(format)
+            }
+        };
+        let v1_frame = frame(StreamFormat::V1);
         let mut legacy_frame: Option<Bytes> = None;
         let mut queued = 0u64;
         let mut dead = Vec::new();
         for (id, session) in &self.sessions {
-            if !wants(session) || !session.filter.matches(&event.envelope.event) {
+            if !wants(session) || !session.filter.matches(event.event_name()) {
                 continue;
             }
             let bytes = match session.format {
                 StreamFormat::V1 => v1_frame.clone(),
                 StreamFormat::Legacy => legacy_frame
-                    .get_or_insert_with(|| {
-                        sse::encode_event_with_id(event, StreamFormat::Legacy, id_line)
-                    })
+                    .get_or_insert_with(|| frame(StreamFormat::Legacy))
                     .clone(),
             };
             match self.push(&session.outbox, bytes) {
@@ -265,7 +272,6 @@ impl TopicSupervisor {
         }
         // Once per event, not per session: the hot path stays one atomic add.
         self.metrics.record_live(queued, event.published_ms);
-        v1_frame
     }
 
     /// Offers a frame to a session's bounded queue, counting a slow disconnect on overflow.
@@ -286,33 +292,39 @@ impl TopicSupervisor {
                 }
             },
             LiveMessage::Gap => self.fill_gap(None, ctx),
-            LiveMessage::DataLost => self.resync_all(),
+            LiveMessage::DataLost => self.data_lost(),
         }
     }
 
     /// A data-loss signal that found the inbox full is handled before anything else.
     fn take_lost_signal(&mut self) {
         if self.signals.as_ref().is_some_and(InboxSignals::take_lost) {
-            self.resync_all();
+            self.data_lost();
         }
     }
 
-    /// The stream lost its data: every session is told to resync and continues live.
-    fn resync_all(&mut self) {
+    /// The stream lost its whole data set (Redis restarted empty): every session is told to
+    /// resync and continues live from the new stream.
+    fn data_lost(&mut self) {
         warn!(topic = %self.topic, last = %self.last, "stream data lost; sending realtime.resync");
-        let resync = sse::resync("unknown", &self.last.to_string());
+        self.resync_all("unknown");
+        for session in self.sessions.values_mut() {
+            session.skip_through = None;
+        }
+        self.last = Cursor::default();
+        self.ring.reset(Cursor::default());
+    }
+
+    /// Tells every session that events are gone (`reason` of the resync frame).
+    fn resync_all(&mut self, reason: &str) {
+        let resync = sse::resync(reason, &self.last.to_string());
         let mut sent = 0u64;
         for session in self.sessions.values() {
             if self.push(&session.outbox, resync.clone()) == PushResult::Queued {
                 sent += 1;
             }
         }
-        for session in self.sessions.values_mut() {
-            session.skip_through = None;
-        }
         self.metrics.resyncs.inc_by(sent);
-        self.last = Cursor::default();
-        self.ring.reset(Cursor::default());
     }
 
     /// Reads the stream after `last` page by page and delivers it, then `then` (the live
@@ -330,26 +342,31 @@ impl TopicSupervisor {
     }
 
     fn fill_page(&mut self, ctx: &mut Context<Self>) {
-        let page_size = self.config.replay_page_size;
         let read = self.links.reader.send(ReadPage {
             topic: self.topic.clone(),
             after: self.last,
-            limit: page_size,
+            limit: self.config.replay_page_size,
         });
         ctx.wait(read.into_actor(self).map(move |result, act, ctx| {
             match result.unwrap_or_else(|_| Err(crate::broker::BrokerError::Unavailable(
                 "the stream reader stopped".into(),
             ))) {
                 Ok(page) => {
-                    if !page.is_empty() {
-                        debug!(topic = %act.topic, count = page.len(), "gap filled from stream");
+                    if page.lost {
+                        // Trimmed before we read it: the clients hear so before the rest.
+                        warn!(topic = %act.topic, last = %act.last,
+                              "events after the last delivered one are gone; sending realtime.resync");
+                        act.resync_all("expired");
                     }
-                    for event in page.iter() {
+                    if !page.events.is_empty() {
+                        debug!(topic = %act.topic, count = page.events.len(), "gap filled from stream");
+                    }
+                    for event in &page.events {
                         if act.deliver(event.clone()) {
                             act.fill_delivered += 1;
                         }
                     }
-                    if page.len() == page_size {
+                    if page.full {
                         act.fill_page(ctx);
                     } else {
                         act.fill_done(ctx);
@@ -425,26 +442,25 @@ impl TopicSupervisor {
         (self.config.heartbeat / 3).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
-    /// Hands the ring's events after `after` to a joining session; returns how many.
-    fn hand_over(&self, join: &Join, after: Cursor) -> usize {
+    /// Hands the ring's events after `after` to a joining session, if they fit in its
+    /// queue; returns how many, or `None` when they do not fit (the session reads them from
+    /// the stream as its client drains, then asks again).
+    fn hand_over(&self, join: &Join, after: Cursor) -> Option<usize> {
+        let wanted = || {
+            self.ring
+                .after(after)
+                .filter(|e| join.filter.matches(e.event_name()))
+        };
+        let bytes: usize = wanted().map(|e| e.size()).sum();
+        if bytes > join.outbox.room() {
+            return None;
+        }
         let mut handed_over = 0;
-        for entry in self
-            .ring
-            .entries
-            .iter()
-            .filter(|e| e.event.cursor() > Some(after))
-        {
-            if !join.filter.matches(&entry.event.envelope.event) {
-                continue;
-            }
-            let bytes = match join.format {
-                StreamFormat::V1 => entry.frame.clone(),
-                StreamFormat::Legacy => sse::encode_event(&entry.event, StreamFormat::Legacy),
-            };
-            join.outbox.push_unbounded(bytes);
+        for event in wanted() {
+            join.outbox.push_unbounded(event.frame(join.format));
             handed_over += 1;
         }
-        handed_over
+        Some(handed_over)
     }
 
     fn connected_frame(&self, join: &Join, replayed: usize, position: Cursor) -> Bytes {
@@ -527,7 +543,10 @@ impl Handler<Join> for TopicSupervisor {
         let (skip_through, handed_over) = match plan_join(ring, request, oldest_ms) {
             JoinPlan::Behind => return MessageResult(JoinOutcome::Behind),
             JoinPlan::Live { skip_through } => (skip_through, 0),
-            JoinPlan::HandOver { after } => (None, self.hand_over(&join, after)),
+            JoinPlan::HandOver { after } => match self.hand_over(&join, after) {
+                Some(handed_over) => (None, handed_over),
+                None => return MessageResult(JoinOutcome::ReadMore),
+            },
         };
         let position = skip_through.unwrap_or(self.last).max(self.last);
         let connected = self.connected_frame(&join, join.replayed + handed_over, position);

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
-use tracing::warn;
 
 use super::health::RedisHealth;
+use super::invalid::InvalidEvents;
 use super::keys::Keys;
-use crate::broker::{BrokerError, PublishOutcome, Resolution};
-use crate::envelope::{Cursor, Envelope, NewEvent, ResumePosition, StoredEvent, Topic, now_ms};
+use crate::broker::{BrokerError, Page, PublishOutcome, Resolution};
+use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic, now_ms};
 use crate::recovery::{classify_cursor, expired_or_unknown};
 
 /// The publish script: for each event, skip it if its id was stored within the window,
@@ -58,25 +58,39 @@ fn unavailable(error: redis::RedisError) -> BrokerError {
 pub struct Commands {
     keys: Keys,
     window_ms: u64,
+    max_bytes: usize,
     connection: ConnectionManager,
     script: redis::Script,
     health: Arc<RedisHealth>,
+    invalid: Arc<InvalidEvents>,
+}
+
+/// What the command side needs to know besides its connection.
+pub struct CommandSettings {
+    /// Key and channel names.
+    pub keys: Keys,
+    /// Replay window in milliseconds.
+    pub window_ms: u64,
+    /// Largest envelope accepted (`REALTIME_MAX_PAYLOAD_BYTES`), also for what Redis holds.
+    pub max_bytes: usize,
 }
 
 impl Commands {
     /// Commands over `connection` (a multiplexed, self-reconnecting connection).
     pub fn new(
-        keys: Keys,
-        window_ms: u64,
+        settings: CommandSettings,
         connection: ConnectionManager,
         health: Arc<RedisHealth>,
+        invalid: Arc<InvalidEvents>,
     ) -> Self {
         Self {
-            keys,
-            window_ms,
+            keys: settings.keys,
+            window_ms: settings.window_ms,
+            max_bytes: settings.max_bytes,
             connection,
             script: redis::Script::new(PUBLISH_SCRIPT),
             health,
+            invalid,
         }
     }
 
@@ -95,46 +109,84 @@ impl Commands {
         Ok(reply.ids.first().and_then(|entry| entry.id.parse().ok()))
     }
 
-    /// Up to `limit` events strictly after `after`, skipping entries older than the window
-    /// whatever the producer's trimming.
-    pub async fn read_after(
+    async fn xrange(
         &self,
         topic: &Topic,
-        after: Cursor,
+        start: String,
         limit: usize,
-    ) -> Result<Vec<Arc<StoredEvent>>, BrokerError> {
-        let oldest = self.oldest_ms();
-        let start = if after.ms < oldest {
-            format!("{oldest}-0")
-        } else {
-            format!("({after}")
-        };
+    ) -> Result<Vec<(Cursor, Arc<StoredEvent>)>, BrokerError> {
         let mut conn = self.connection.clone();
         let result: redis::RedisResult<redis::streams::StreamRangeReply> = conn
             .xrange_count(self.keys.stream(topic), start, "+", limit)
             .await;
         self.health.note_command(&result);
         let reply = result.map_err(unavailable)?;
-        let received = now_ms();
         Ok(reply
             .ids
             .into_iter()
             .filter_map(|entry| {
                 let cursor: Cursor = entry.id.parse().ok()?;
                 let data: Vec<u8> = entry.get("data")?;
-                match serde_json::from_slice::<Envelope>(&data) {
-                    Ok(mut envelope) => {
-                        envelope.cursor = Some(cursor);
-                        Some(Arc::new(StoredEvent::from_envelope(envelope, received)))
-                    }
+                match StoredEvent::from_wire(&data, Some(cursor), topic, self.max_bytes) {
+                    Ok(event) => Some((cursor, Arc::new(event))),
                     Err(error) => {
-                        warn!(stream = self.keys.stream(topic), id = entry.id, %error,
-                              "skipping a stream entry that is not an envelope");
+                        self.invalid.dropped(topic, "stream", &error);
                         None
                     }
                 }
             })
             .collect())
+    }
+
+    /// Up to `limit` events strictly after `after` inside the window, and whether events
+    /// after `after` are gone. The read starts at `after` itself: a stream is only ever
+    /// trimmed from its oldest end, so while `after` is still there nothing after it is
+    /// missing; once it is not, whatever followed it may be gone too.
+    pub async fn read_after(
+        &self,
+        topic: &Topic,
+        after: Cursor,
+        limit: usize,
+    ) -> Result<Page, BrokerError> {
+        let oldest = self.oldest_ms();
+        if after == Cursor::default() || after.ms < oldest {
+            // From the start of the window: entries older than it are skipped whatever the
+            // producer's trimming. A position before the window has lost what followed it
+            // if the stream ever held anything after it.
+            let events = self.xrange(topic, format!("{oldest}-0"), limit).await?;
+            let lost = after != Cursor::default() && self.has_entries_after(topic, after).await?;
+            return Ok(page(events, lost, limit, |_| true));
+        }
+        let events = self.xrange(topic, after.to_string(), limit + 1).await?;
+        let present = events.first().is_some_and(|(c, _)| *c == after);
+        let lost = if present {
+            false
+        } else if events.is_empty() {
+            self.newest(topic)
+                .await?
+                .is_some_and(|newest| newest > after)
+        } else {
+            true
+        };
+        let events = events
+            .into_iter()
+            .filter(|(c, _)| *c > after)
+            .take(limit)
+            .collect();
+        Ok(page(events, lost, limit, |e| e.time_ms >= oldest))
+    }
+
+    /// Whether the stream holds (or held) an entry newer than `after`.
+    async fn has_entries_after(&self, topic: &Topic, after: Cursor) -> Result<bool, BrokerError> {
+        Ok(self
+            .newest(topic)
+            .await?
+            .is_some_and(|newest| newest > after))
+    }
+
+    /// The newest id the stream ever had (`last-generated-id`), whether or not it was trimmed.
+    async fn newest(&self, topic: &Topic) -> Result<Option<Cursor>, BrokerError> {
+        Ok(self.stream_info(topic).await?.and_then(|info| info.newest))
     }
 
     async fn stream_info(&self, topic: &Topic) -> Result<Option<StreamInfo>, BrokerError> {
@@ -184,14 +236,14 @@ impl Commands {
         let mut scanned = 0;
         while scanned < MAX_ID_SCAN {
             let page = self.read_after(topic, after, ID_SCAN_PAGE).await?;
-            if let Some(found) = page.iter().find(|e| e.envelope.id == id) {
+            if let Some(found) = page.events.iter().find(|e| e.id() == id) {
                 return Ok(found.cursor());
             }
-            match page.last().and_then(|e| e.cursor()) {
-                Some(last) if page.len() == ID_SCAN_PAGE => after = last,
+            match page.events.last().and_then(|e| e.cursor()) {
+                Some(last) if page.full => after = last,
                 _ => break,
             }
-            scanned += page.len();
+            scanned += page.events.len();
         }
         Ok(None)
     }
@@ -214,8 +266,16 @@ impl Commands {
         let Some(info) = self.stream_info(topic).await? else {
             return Ok(expired_or_unknown(&ResumePosition::Cursor(cursor), oldest));
         };
-        // `max-deleted-entry-id` covers trimming by any producer (MINID or MAXLEN).
-        Ok(classify_cursor(cursor, info.last, info.max_deleted, oldest))
+        // Trimming only removes the oldest entries: events after the cursor are gone when the
+        // stream's first entry is past it (or, empty, it held something newer), or when an
+        // entry after it was deleted. Redis 7.0 leaves `max-deleted-entry-id` at 0-0 after a
+        // length trim, so the first entry is what tells.
+        let lost_after = info.max_deleted.is_some_and(|d| d > cursor)
+            || match info.first {
+                Some(first) => first > cursor,
+                None => info.newest.is_some_and(|newest| newest > cursor),
+            };
+        Ok(classify_cursor(cursor, info.newest, lost_after, oldest))
     }
 
     /// Runs the publish script for a batch: all stored (or found as duplicates), or an error.
@@ -230,7 +290,7 @@ impl Commands {
             .key(self.keys.stream(topic))
             .key(self.keys.channel(topic));
         for event in events {
-            invocation.key(self.keys.id_key(topic, &event.envelope.id));
+            invocation.key(self.keys.id_key(topic, &event.id));
         }
         invocation.arg(minid).arg(self.window_ms.max(1));
         for event in events {
@@ -245,11 +305,10 @@ impl Commands {
                 "publish script returned the wrong count".into(),
             ));
         }
-        let received = now_ms();
         events
             .iter()
             .zip(replies)
-            .map(|(event, reply)| publish_outcome(event, &reply, received))
+            .map(|(event, reply)| publish_outcome(topic, event, &reply, self.max_bytes))
             .collect()
     }
 
@@ -271,11 +330,31 @@ impl Commands {
     }
 }
 
+/// A page of `events` (read with `limit`), keeping those `inside` the window.
+fn page(
+    events: Vec<(Cursor, Arc<StoredEvent>)>,
+    lost: bool,
+    limit: usize,
+    inside: impl Fn(&StoredEvent) -> bool,
+) -> Page {
+    let full = events.len() >= limit;
+    Page {
+        events: events
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| inside(e))
+            .collect(),
+        lost,
+        full,
+    }
+}
+
 /// One event's reply from the publish script: `{1, cursor}` or `{0, cursor, first data}`.
 fn publish_outcome(
+    topic: &Topic,
     event: &NewEvent,
     reply: &[Value],
-    received: u64,
+    max_bytes: usize,
 ) -> Result<PublishOutcome, BrokerError> {
     let text = |v: &Value| -> Option<String> { redis::from_redis_value_ref::<String>(v).ok() };
     let stored = reply
@@ -296,25 +375,41 @@ fn publish_outcome(
         .get(2)
         .and_then(text)
         .ok_or_else(|| BrokerError::Protocol("publish script returned no data".into()))?;
-    let mut envelope: Envelope =
-        serde_json::from_str(&data).map_err(|e| BrokerError::Protocol(e.to_string()))?;
-    envelope.cursor = Some(cursor);
-    Ok(PublishOutcome::Duplicate(Arc::new(
-        StoredEvent::from_envelope(envelope, received),
-    )))
+    let first = StoredEvent::from_wire(data.as_bytes(), Some(cursor), topic, max_bytes)
+        .map_err(|e| BrokerError::Protocol(format!("stored duplicate: {e}")))?;
+    Ok(PublishOutcome::Duplicate(Arc::new(first)))
 }
 
 /// The fields of `XINFO STREAM` the hub reads.
 struct StreamInfo {
-    last: Option<Cursor>,
+    /// The oldest entry still in the stream.
+    first: Option<Cursor>,
+    /// `last-generated-id`: the newest entry ever added, trimmed or not.
+    newest: Option<Cursor>,
     max_deleted: Option<Cursor>,
 }
 
 impl StreamInfo {
     fn parse(value: Value) -> Self {
         let mut info = StreamInfo {
-            last: None,
+            first: None,
+            newest: None,
             max_deleted: None,
+        };
+        let cursor = |value: Value| -> Option<Cursor> {
+            redis::from_redis_value::<String>(value)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .filter(|c: &Cursor| *c != Cursor::default())
+        };
+        let entry_id = |value: Value| -> Option<Cursor> {
+            match value {
+                Value::Array(entry) => entry
+                    .first()
+                    .and_then(|id| redis::from_redis_value_ref::<String>(id).ok())
+                    .and_then(|s| s.parse().ok()),
+                _ => None,
+            }
         };
         let pairs: Vec<(String, Value)> = match value {
             Value::Array(items) => items
@@ -334,20 +429,9 @@ impl StreamInfo {
         };
         for (key, value) in pairs {
             match key.as_str() {
-                "max-deleted-entry-id" => {
-                    info.max_deleted = redis::from_redis_value::<String>(value)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .filter(|c: &Cursor| *c != Cursor::default());
-                }
-                "last-entry" => {
-                    if let Value::Array(entry) = value {
-                        info.last = entry
-                            .first()
-                            .and_then(|id| redis::from_redis_value_ref::<String>(id).ok())
-                            .and_then(|s| s.parse().ok());
-                    }
-                }
+                "max-deleted-entry-id" => info.max_deleted = cursor(value),
+                "last-generated-id" => info.newest = cursor(value),
+                "first-entry" => info.first = entry_id(value),
                 _ => {}
             }
         }

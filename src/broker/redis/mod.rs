@@ -4,10 +4,12 @@
 //! - [`keys`]: key and channel names;
 //! - [`commands`]: the command connection: publish script, stream reads, lookups, epoch;
 //! - [`pubsub`]: the routing table and the task keeping the pub/sub connection subscribed;
-//! - [`health`]: the backend's health and reconnect count.
+//! - [`health`]: the backend's health and reconnect count;
+//! - [`invalid`]: envelopes from Redis that fail validation (dropped, counted, logged).
 
 pub mod commands;
 pub mod health;
+pub mod invalid;
 pub mod keys;
 pub mod pubsub;
 
@@ -18,13 +20,16 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use self::commands::Commands;
+use self::commands::{CommandSettings, Commands};
 use self::health::RedisHealth;
+use self::invalid::InvalidEvents;
 use self::keys::Keys;
 use self::pubsub::{CANARY_INTERVAL, PubSubTask, Subscriptions};
-use super::{BackendHealth, BoxFuture, Broker, BrokerError, LiveSink, PublishOutcome, Resolution};
+use super::{
+    BackendHealth, BoxFuture, Broker, BrokerError, LiveSink, Page, PublishOutcome, Resolution,
+};
 use crate::config::{BackendKind, Config};
-use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic};
+use crate::envelope::{Cursor, NewEvent, ResumePosition, Topic};
 use crate::metrics::Metrics;
 
 pub use self::commands::PUBLISH_SCRIPT;
@@ -57,16 +62,24 @@ impl RedisBroker {
             .map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let keys = Keys::new(&config.key_prefix);
         let health = Arc::new(RedisHealth::new(metrics.redis_reconnects.clone()));
+        let invalid = Arc::new(InvalidEvents::new(metrics.invalid_events.clone()));
+        let settings = CommandSettings {
+            keys: keys.clone(),
+            window_ms: config.window_ms(),
+            max_bytes: config.max_payload_bytes,
+        };
         let commands = Arc::new(Commands::new(
-            keys.clone(),
-            config.window_ms(),
+            settings,
             connection,
             health.clone(),
+            invalid.clone(),
         ));
         let canary = keys.canary(&ulid::Ulid::generate().to_string());
         let (subscriptions, control) = Subscriptions::new(
             canary.clone(),
             metrics.events_published.redis_external.clone(),
+            invalid,
+            config.max_payload_bytes,
         );
         let subscriptions = Arc::new(subscriptions);
         let pubsub = PubSubTask::new(
@@ -159,7 +172,7 @@ impl Broker for RedisBroker {
         events: Vec<NewEvent>,
     ) -> BoxFuture<Result<Vec<PublishOutcome>, BrokerError>> {
         self.subscriptions
-            .note_own(events.iter().map(|e| e.envelope.id.as_str()));
+            .note_own(events.iter().map(|e| e.id.as_str()));
         let commands = self.commands.clone();
         Box::pin(async move { commands.publish(&topic, &events).await })
     }
@@ -198,7 +211,7 @@ impl Broker for RedisBroker {
         topic: Topic,
         after: Cursor,
         limit: usize,
-    ) -> BoxFuture<Result<Vec<Arc<StoredEvent>>, BrokerError>> {
+    ) -> BoxFuture<Result<Page, BrokerError>> {
         let commands = self.commands.clone();
         Box::pin(async move { commands.read_after(&topic, after, limit).await })
     }

@@ -20,8 +20,9 @@ use tracing::{debug, info, warn};
 
 use super::commands::Commands;
 use super::health::RedisHealth;
+use super::invalid::InvalidEvents;
 use crate::broker::{LiveMessage, LiveSink};
-use crate::envelope::{Envelope, StoredEvent, Topic, now_ms};
+use crate::envelope::{StoredEvent, Topic};
 
 /// How often the canary is published.
 pub const CANARY_INTERVAL: Duration = Duration::from_millis(1000);
@@ -98,6 +99,8 @@ pub struct Subscriptions {
     canary_channel: String,
     closed: AtomicBool,
     external_events: IntCounter,
+    invalid: Arc<InvalidEvents>,
+    max_bytes: usize,
 }
 
 impl Subscriptions {
@@ -105,6 +108,8 @@ impl Subscriptions {
     pub fn new(
         canary_channel: String,
         external_events: IntCounter,
+        invalid: Arc<InvalidEvents>,
+        max_bytes: usize,
     ) -> (Self, mpsc::Receiver<Control>) {
         let (control, control_rx) = mpsc::channel(4096);
         let subscriptions = Self {
@@ -114,6 +119,8 @@ impl Subscriptions {
             canary_channel,
             closed: AtomicBool::new(false),
             external_events,
+            invalid,
+            max_bytes,
         };
         (subscriptions, control_rx)
     }
@@ -209,27 +216,17 @@ impl Subscriptions {
         let Some(route) = routes.get(channel) else {
             return false;
         };
-        let envelope: Envelope = match serde_json::from_slice(payload) {
-            Ok(envelope) => envelope,
+        // Validated like a published envelope: a producer cannot forge frames or events.
+        let event = match StoredEvent::from_wire(payload, None, &route.topic, self.max_bytes) {
+            Ok(event) => Arc::new(event),
             Err(error) => {
-                warn!(channel, %error, "dropping a pub/sub message that is not an envelope");
+                self.invalid.dropped(&route.topic, "pubsub", &error);
                 return false;
             }
         };
-        if let Topic::Org(org) = &route.topic
-            && envelope.org_id != org.as_str()
-        {
-            warn!(
-                channel,
-                org_id = envelope.org_id,
-                "dropping a message whose org_id does not match its channel"
-            );
-            return false;
-        }
-        if !lock(&self.own_ids).take(&envelope.id) {
+        if !lock(&self.own_ids).take(event.id()) {
             self.external_events.inc();
         }
-        let event = Arc::new(StoredEvent::from_envelope(envelope, now_ms()));
         for sink in &route.sinks {
             sink.offer(LiveMessage::Event(event.clone()));
         }
