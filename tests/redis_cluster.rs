@@ -6,6 +6,7 @@
 mod common;
 
 use common::{assert_same_ids, cursor_key, cursor_of, delivered_envelope, id_of};
+use common::{channel_key, node_envelope, node_publish_only, node_write, stream_key};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -20,10 +21,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use common::{
-    Backend, BackendKind, Resp, SseClient, SseEvent, SseItem, SseParser, TestHub, TestRedis,
-    post_json, unique_org,
+    Backend, BackendKind, Resp, SseClient, SseEvent, SseItem, SseParser, TestHub, post_json,
+    unique_org,
 };
-use dashclaw_realtime::envelope::{OrgId, PublishRequest, Topic, format_timestamp, now_ms};
+use dashclaw_realtime::envelope::{OrgId, PublishRequest, Topic, now_ms};
 
 /// Upper bound for anything the hub should deliver; never a speed expectation.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -650,71 +651,6 @@ async fn resume_across_instances() {
 
 // ---------------------------------------------------------------------------------------
 // 3. DashClaw's Node writer.
-
-/// `evt_<uuid>` as the Node app makes them (not a ULID: no time hint for the lookup).
-fn node_event_id() -> String {
-    let h = format!("{:032x}", ulid::Ulid::generate().0.reverse_bits());
-    format!(
-        "evt_{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-fn node_envelope(org: &str, event: &str, payload: Value) -> Value {
-    json!({
-        "id": node_event_id(),
-        "org_id": org,
-        "event": event,
-        "timestamp": format_timestamp(now_ms()),
-        "version": "v1",
-        "payload": payload,
-    })
-}
-
-fn stream_key(org: &str) -> String {
-    format!("dashclaw:org:{org}:stream")
-}
-
-fn channel_key(org: &str) -> String {
-    format!("dashclaw:org:{org}:events")
-}
-
-/// Writes like the Node app: XADD (MAXLEN ~ 1000) then a separate PUBLISH with the cursor.
-/// Returns the envelope as it must be delivered (with its cursor).
-async fn node_write(redis: &TestRedis, org: &str, env: &Value) -> Value {
-    let reply = redis
-        .cmd(&[
-            "XADD",
-            &stream_key(org),
-            "MAXLEN",
-            "~",
-            "1000",
-            "*",
-            "data",
-            &env.to_string(),
-        ])
-        .await;
-    let cursor = reply
-        .text()
-        .unwrap_or_else(|| panic!("XADD answered {reply:?}"));
-    let mut with = env.clone();
-    with["cursor"] = json!(cursor);
-    let reply = redis
-        .cmd(&["PUBLISH", &channel_key(org), &with.to_string()])
-        .await;
-    assert!(matches!(reply, Resp::Int(_)), "PUBLISH answered {reply:?}");
-    with
-}
-
-/// A pub/sub message alone (no stream entry), as a producer that could not write the stream.
-async fn node_publish_only(redis: &TestRedis, org: &str, message: &str) {
-    let reply = redis.cmd(&["PUBLISH", &channel_key(org), message]).await;
-    assert!(matches!(reply, Resp::Int(_)), "PUBLISH answered {reply:?}");
-}
 
 /// A resumed client: the replayed events (before `realtime.connected`) and the connected data.
 async fn resume_until_connected(

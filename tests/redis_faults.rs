@@ -21,7 +21,8 @@ use tokio::time::Instant;
 
 use common::{
     Backend, BackendKind, End, Received, Resp, SseClient, SseEvent, SseItem, TestHub, TestRedis,
-    error_code, header_str, ms, secs, unique_org,
+    error_code, header_str, ms, node_envelope, node_write_maxlen, node_xadd, secs,
+    stream_entries, unique_org,
 };
 
 /// Upper bound for subscribers to catch up after recovery; never a speed expectation.
@@ -630,31 +631,10 @@ fn send_raw(port: u16, args: &[&str]) -> JoinHandle<String> {
 
 /// Envelope ids in a Redis stream, oldest first, read straight from Redis.
 async fn stream_ids(redis: &TestRedis, org: &str) -> Vec<Delivered> {
-    let key = format!("dashclaw:org:{org}:stream");
-    let Resp::Array(Some(entries)) = redis.cmd(&["XRANGE", &key, "-", "+"]).await else {
-        panic!("XRANGE {key}: not an array");
-    };
-    entries
-        .iter()
-        .map(|entry| {
-            let Resp::Array(Some(parts)) = entry else {
-                panic!("XRANGE entry {entry:?}");
-            };
-            let cursor = parts[0].text().expect("entry id");
-            let Resp::Array(Some(fields)) = &parts[1] else {
-                panic!("XRANGE fields {entry:?}");
-            };
-            let data_at = fields
-                .iter()
-                .position(|f| f.text().as_deref() == Some("data"))
-                .expect("data field");
-            let env: Value =
-                serde_json::from_str(&fields[data_at + 1].text().expect("data")).expect("json");
-            Delivered {
-                id: str_field(&env, "id").to_string(),
-                cursor,
-            }
-        })
+    stream_entries(redis, org)
+        .await
+        .into_iter()
+        .map(|(id, cursor)| Delivered { id, cursor })
         .collect()
 }
 
@@ -1157,4 +1137,153 @@ async fn slow_supervisor_inbox_overflow_fills_gap() {
         assert!(cursor_key(&pair[0].cursor) < cursor_key(&pair[1].cursor));
     }
     assert_all_exact(subs, &org, &log).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Streams trimmed by length (DashClaw's Node publisher: XADD … MAXLEN ~ N)
+// ---------------------------------------------------------------------------------------------
+
+/// Publishes one event through the hub and returns its envelope.
+async fn publish_one(hub: &TestHub, org: &str) -> Value {
+    let url = hub.url(&format!("/v1/orgs/{org}/events"));
+    let (status, body, _) = common::post_json(&url, &json!({"event": "first.event"}), &[]).await;
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+/// What a client must see when events after its position were trimmed: the events it got
+/// before (exact), one `realtime.resync` (`expired`), then exactly what the stream still holds
+/// after the last event before the resync, and nothing else.
+fn assert_resync_then_rest(label: &str, parsed: &Parsed, before: &[Delivered], rest: &[Delivered]) {
+    assert_exact(&format!("{label}: before the loss"), &parsed.before, before);
+    assert_eq!(
+        parsed.resyncs.len(),
+        1,
+        "{label}: exactly one resync where the data is gone; got {:?}",
+        parsed.resyncs.iter().map(|(r, _)| r).collect::<Vec<_>>()
+    );
+    let (resync, after) = &parsed.resyncs[0];
+    assert_eq!(resync["reason"], "expired", "{label}: {resync}");
+    assert_exact(&format!("{label}: after the resync"), after, rest);
+}
+
+/// The review's reproduction: a live client and a resumer at C0; ten Node-style writes
+/// `XADD … MAXLEN ~ 3` that never reach pub/sub, then the pub/sub connection is killed. The
+/// gap fill finds the events after C0 trimmed: the live client gets `realtime.resync` and what
+/// is left; so does a client resuming from C0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_trimmed_by_length_while_pubsub_was_down() {
+    let backend = redis_backend(false).await;
+    let hub = backend.hub(FAST).await;
+    let redis = backend.redis.as_ref().unwrap();
+    // Small radix-tree nodes, so `MAXLEN ~ 3` trims (it only drops whole nodes).
+    redis
+        .cmd(&["CONFIG", "SET", "stream-node-max-entries", "2"])
+        .await;
+    wait_pubsub_clients(redis, 1, secs(10)).await;
+    let org = unique_org("trim_gap");
+    let live = Subscriber::connect(&hub, &org, "live client").await;
+    let first = publish_one(&hub, &org).await;
+    let c0 = str_field(&first, "cursor").to_string();
+    live.wait_for(|ev| ev.last_event_id == c0, secs(15)).await;
+    for n in 0..10 {
+        let env = node_envelope(&org, "node.write", json!({ "n": n }));
+        node_xadd(redis, &org, &env, 3).await;
+    }
+    let rest = stream_ids(redis, &org).await;
+    assert!(
+        rest.len() < 10 && rest.iter().all(|e| cursor_key(&e.cursor) > cursor_key(&c0)),
+        "the setup must trim past C0: stream holds {rest:?}"
+    );
+    let killed = redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    assert!(matches!(killed, Resp::Int(1)), "CLIENT KILL answered {killed:?}");
+    let last = rest.last().expect("entries left").cursor.clone();
+    let live = live.finish_at(&last).await;
+    let first = Delivered {
+        id: str_field(&first, "id").to_string(),
+        cursor: c0.clone(),
+    };
+    assert_resync_then_rest("live client", &live.parse(&org), std::slice::from_ref(&first), &rest);
+
+    // A resume from C0 cannot be served: `realtime.resync` first, then live events (the
+    // contract's answer to a position whose successors are gone).
+    let url = hub.url(&format!("/v1/orgs/{org}/stream"));
+    let mut resumer = SseClient::connect_ok(&url, &[("Last-Event-ID", c0.as_str())]).await;
+    let resync = resumer.expect_event(secs(15)).await;
+    assert_eq!(resync.event, "realtime.resync", "{resync:?}");
+    assert_eq!(resync.json()["reason"], "expired", "{resync:?}");
+    assert_eq!(resync.json()["last_event_id"], c0.as_str(), "{resync:?}");
+    let connected = resumer.expect_event(secs(15)).await;
+    assert_eq!(connected.event, "realtime.connected", "{connected:?}");
+    assert_eq!(connected.json()["replayed"], 0, "{connected:?}");
+    let sentinel = publish_one(&hub, &org).await;
+    let next = resumer.expect_event(secs(15)).await;
+    assert_eq!(next.json()["id"], sentinel["id"], "then live: {next:?}");
+}
+
+/// DashClaw's Node publisher pattern, both halves (`XADD … MAXLEN ~ 50`, then `PUBLISH`), while
+/// the hub is frozen: Redis drops the slow pub/sub subscriber (its output buffer limit), so the
+/// messages it had queued are lost, and the stream keeps only the newest entries. Every client
+/// ends with the exact sequence up to the loss, one `realtime.resync`, and exactly what the
+/// stream still holds; never a silent gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_publisher_trims_while_the_hub_is_frozen() {
+    let backend = redis_backend(false).await;
+    let hub = backend.hub(FAST).await;
+    let redis = backend.redis.as_ref().unwrap();
+    redis
+        .cmd(&["CONFIG", "SET", "stream-node-max-entries", "10"])
+        .await;
+    redis
+        .cmd(&["CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 0 0"])
+        .await;
+    wait_pubsub_clients(redis, 1, secs(10)).await;
+    let org = unique_org("node_trim");
+    let live = Subscriber::connect(&hub, &org, "live client").await;
+    let first = publish_one(&hub, &org).await;
+    let c0 = str_field(&first, "cursor").to_string();
+    live.wait_for(|ev| ev.last_event_id == c0, secs(15)).await;
+
+    assert!(hub.signal(libc::SIGSTOP), "hub stopped");
+    let pad = "x".repeat(8000);
+    let mut written = vec![Delivered {
+        id: str_field(&first, "id").to_string(),
+        cursor: c0.clone(),
+    }];
+    // Far more than the kernel's socket buffers hold, so Redis's own limit is reached.
+    for n in 0..4000 {
+        let env = node_envelope(&org, "node.write", json!({ "n": n, "pad": pad }));
+        let stored = node_write_maxlen(redis, &org, &env, 50).await;
+        written.push(Delivered {
+            id: str_field(&stored, "id").to_string(),
+            cursor: str_field(&stored, "cursor").to_string(),
+        });
+    }
+    let pubsub = redis.cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]).await;
+    assert!(
+        pubsub.text().unwrap_or_default().trim().is_empty(),
+        "Redis must have dropped the frozen subscriber: {pubsub:?}"
+    );
+    assert!(hub.signal(libc::SIGCONT), "hub continued");
+    let rest = stream_ids(redis, &org).await;
+    let last = written.last().expect("written").cursor.clone();
+    assert_eq!(rest.last().map(|e| e.cursor.clone()), Some(last.clone()));
+
+    let live = live.finish_at(&last).await;
+    let parsed = live.parse(&org);
+    // Whatever reached the hub before Redis dropped it is a prefix of what was written.
+    let prefix = &written[..parsed.before.len().min(written.len())];
+    let resumed_from = parsed.before.last().map(|d| cursor_key(&d.cursor));
+    let rest_after: Vec<Delivered> = rest
+        .iter()
+        .filter(|d| Some(cursor_key(&d.cursor)) > resumed_from)
+        .cloned()
+        .collect();
+    assert!(
+        parsed.before.len() < written.len() - rest.len(),
+        "the fault must lose events: the hub got {} of {} before the drop",
+        parsed.before.len(),
+        written.len()
+    );
+    assert_resync_then_rest("live client", &parsed, prefix, &rest_after);
 }

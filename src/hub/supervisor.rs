@@ -353,10 +353,13 @@ impl TopicSupervisor {
             ))) {
                 Ok(page) => {
                     if page.lost {
-                        // Trimmed before we read it: the clients hear so before the rest.
+                        // Trimmed before we read it: the clients hear so before the rest, and
+                        // the ring no longer proves positions before what follows the loss.
                         warn!(topic = %act.topic, last = %act.last,
                               "events after the last delivered one are gone; sending realtime.resync");
                         act.resync_all("expired");
+                        let resumes_at = page.events.first().and_then(|e| e.cursor());
+                        act.ring.reset(resumes_at.unwrap_or(act.last).max(act.last));
                     }
                     if !page.events.is_empty() {
                         debug!(topic = %act.topic, count = page.events.len(), "gap filled from stream");

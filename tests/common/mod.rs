@@ -13,6 +13,7 @@ pub mod backend;
 pub mod envelope;
 pub mod http;
 pub mod hub;
+pub mod node;
 pub mod redis;
 pub mod sse;
 pub mod sse_client;
@@ -25,6 +26,10 @@ pub use http::{
     request,
 };
 pub use hub::{TestHub, bin_path, free_port, run_cli, test_redis_url};
+pub use node::{
+    channel_key, node_envelope, node_event_id, node_publish_only, node_write, node_write_maxlen,
+    node_xadd, stream_entries, stream_key,
+};
 pub use redis::{Resp, TestRedis};
 pub use sse::{SseEvent, SseItem, SseParser};
 pub use sse_client::{End, Received, SseClient};
