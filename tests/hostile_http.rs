@@ -585,16 +585,6 @@ async fn slowloris_does_not_starve_others_and_is_timed_out() {
     assert_responsive(&hub, "slowloris end").await;
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
-}
-
 /// 1,000 subscribers with tiny receive buffers never read while large events flow:
 /// every queue overflows (the hub cuts the session off as slow), the hub's memory stays
 /// within connections × REALTIME_SESSION_QUEUE_BYTES (×2, plus slack), and a reading
@@ -626,7 +616,7 @@ async fn flood_non_readers(check_release: bool) {
     .await;
     let org = unique_org("nonreaders");
     let mut good = subscribe(&hub, &org).await;
-    let baseline = rss_kib(hub.pid());
+    let baseline = common::rss_kib(hub.pid());
 
     let request = format!(
         "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
@@ -670,7 +660,7 @@ async fn flood_non_readers(check_release: bool) {
     let mut cursors = Vec::new();
     for i in 0..EVENTS {
         cursors.push(publish(&hub, &org, "load.big", json!({"i": i, "fill": big})).await);
-        peak = peak.max(rss_kib(hub.pid()));
+        peak = peak.max(common::rss_kib(hub.pid()));
     }
     let events = good
         .collect_events_until(
@@ -678,7 +668,7 @@ async fn flood_non_readers(check_release: bool) {
             Duration::from_secs(60),
         )
         .await;
-    peak = peak.max(rss_kib(hub.pid()));
+    peak = peak.max(common::rss_kib(hub.pid()));
     let got: Vec<&str> = events.iter().map(|e| e.last_event_id.as_str()).collect();
     assert_eq!(
         got, cursors,
@@ -697,7 +687,7 @@ async fn flood_non_readers(check_release: bool) {
         )
         .unwrap_or(0.0);
         let open = common::metric_sum(&m, "dashclaw_realtime_connections");
-        peak = peak.max(rss_kib(hub.pid()));
+        peak = peak.max(common::rss_kib(hub.pid()));
         let done = overflowed >= CONNS as f64 && (!check_release || closed_slow >= CONNS as f64);
         if done || Instant::now() >= deadline {
             break (overflowed, closed_slow, open);

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 
 use common::{
     Backend, BackendKind, End, Received, Resp, SseClient, SseEvent, SseItem, TestHub, TestRedis,
-    error_code, header_str, ms, node_envelope, node_write_maxlen, node_xadd, secs,
-    stream_entries, unique_org,
+    error_code, header_str, ms, node_envelope, node_write_maxlen, node_xadd, secs, stream_entries,
+    unique_org,
 };
 
 /// Upper bound for subscribers to catch up after recovery; never a speed expectation.
@@ -1196,14 +1196,22 @@ async fn stream_trimmed_by_length_while_pubsub_was_down() {
         "the setup must trim past C0: stream holds {rest:?}"
     );
     let killed = redis.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
-    assert!(matches!(killed, Resp::Int(1)), "CLIENT KILL answered {killed:?}");
+    assert!(
+        matches!(killed, Resp::Int(1)),
+        "CLIENT KILL answered {killed:?}"
+    );
     let last = rest.last().expect("entries left").cursor.clone();
     let live = live.finish_at(&last).await;
     let first = Delivered {
         id: str_field(&first, "id").to_string(),
         cursor: c0.clone(),
     };
-    assert_resync_then_rest("live client", &live.parse(&org), std::slice::from_ref(&first), &rest);
+    assert_resync_then_rest(
+        "live client",
+        &live.parse(&org),
+        std::slice::from_ref(&first),
+        &rest,
+    );
 
     // A resume from C0 cannot be served: `realtime.resync` first, then live events (the
     // contract's answer to a position whose successors are gone).
@@ -1235,7 +1243,12 @@ async fn node_publisher_trims_while_the_hub_is_frozen() {
         .cmd(&["CONFIG", "SET", "stream-node-max-entries", "10"])
         .await;
     redis
-        .cmd(&["CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 0 0"])
+        .cmd(&[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "pubsub 64kb 0 0",
+        ])
         .await;
     wait_pubsub_clients(redis, 1, secs(10)).await;
     let org = unique_org("node_trim");

@@ -107,6 +107,22 @@ impl PublishRequest {
     }
 }
 
+/// Refuses a payload that alone is already too large for an envelope, before anything is
+/// built from it.
+pub fn check_payload_size(
+    payload: Option<&RawValue>,
+    max_bytes: usize,
+) -> Result<(), ValidationError> {
+    let size = payload.map_or(0, |raw| raw.get().len()) + CURSOR_FIELD_MAX_LEN;
+    if size > max_bytes {
+        return Err(ValidationError::TooLarge {
+            size,
+            limit: max_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Raw JSON text on one line: JSON only allows line breaks as whitespace between tokens, so
 /// text that has any is re-serialized compactly (rare: pretty-printed producers).
 fn one_line(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
@@ -174,6 +190,7 @@ impl NewEvent {
         now_ms: u64,
     ) -> Result<Self, ValidationError> {
         validate_event_name(&request.event)?;
+        check_payload_size(request.payload.as_deref(), max_bytes)?;
         let id = match request.id {
             Some(id) => {
                 validate_event_id(&id)?;

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::credentials::credential;
 use super::{ApiError, AppState};
 use crate::auth::Scope;
-use crate::envelope::{ENVELOPE_VERSION, OrgId, PublishRequest, Topic};
+use crate::envelope::{ENVELOPE_VERSION, OrgId, PublishRequest, Topic, check_payload_size};
 use crate::hub::{HubError, MAX_BATCH, PublishSource};
 
 /// `POST /v1/orgs/{org_id}/events`.
@@ -146,7 +146,15 @@ struct WireRequest<'a> {
 }
 
 impl WireRequest<'_> {
-    fn into_request(self, topic: &Topic) -> Result<PublishRequest, ApiError> {
+    fn into_request(
+        self,
+        topic: &Topic,
+        max_bytes: usize,
+        index: Option<usize>,
+    ) -> Result<PublishRequest, ApiError> {
+        // Before the payload is copied: a 15 MiB payload costs nothing but its refusal.
+        check_payload_size(self.payload, max_bytes)
+            .map_err(|error| HubError::Invalid { index, error })?;
         if self
             .org_id
             .as_deref()
@@ -174,6 +182,7 @@ impl WireRequest<'_> {
 pub fn parse_publish_body(
     body: &[u8],
     topic: &Topic,
+    max_bytes: usize,
 ) -> Result<(Vec<PublishRequest>, bool), ApiError> {
     let shape: Shape =
         serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
@@ -181,7 +190,7 @@ pub fn parse_publish_body(
         let at = || index.map(|i| format!("item {i}: ")).unwrap_or_default();
         serde_json::from_str::<WireRequest<'_>>(raw.get())
             .map_err(|e| ApiError::InvalidBody(format!("{}{e}", at())))?
-            .into_request(topic)
+            .into_request(topic, max_bytes, index)
     };
     match shape {
         Shape::Object => {
@@ -225,7 +234,8 @@ async fn publish(
         body_limit(state.hub.config().max_payload_bytes),
     )
     .await?;
-    let (requests, is_batch) = parse_publish_body(&body, &topic)?;
+    let max_bytes = state.hub.config().max_payload_bytes;
+    let (requests, is_batch) = parse_publish_body(&body, &topic, max_bytes)?;
     let outcomes = state
         .hub
         .publish_from(topic, requests, PublishSource::Http)

@@ -43,6 +43,7 @@ impl<K: Hash + Eq + Clone + Unpin + 'static, T: Clone + Send + Sync + 'static> I
         start: impl FnOnce() -> BoxFuture<'static, Result<T, BrokerError>>,
     ) -> (SharedRead<T>, Option<u64>) {
         if let Some((_, read)) = self.reads.get(key) {
+            tracing::debug!("a read shares one in flight");
             return (read.clone(), None);
         }
         let id = self.next_id;

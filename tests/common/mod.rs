@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod http;
 pub mod hub;
 pub mod node;
+pub mod process;
 pub mod redis;
 pub mod sse;
 pub mod sse_client;
@@ -30,6 +31,7 @@ pub use node::{
     channel_key, node_envelope, node_event_id, node_publish_only, node_write, node_write_maxlen,
     node_xadd, stream_entries, stream_key,
 };
+pub use process::{non_reading_stream, peak_rss_kib, rss_kib};
 pub use redis::{Resp, TestRedis};
 pub use sse::{SseEvent, SseItem, SseParser};
 pub use sse_client::{End, Received, SseClient};

@@ -47,8 +47,13 @@ return results
 
 /// Entries scanned at most to find an envelope id that has no idempotency key.
 const MAX_ID_SCAN: usize = 20_000;
-/// Page size of id scans.
-const ID_SCAN_PAGE: usize = 500;
+/// Bytes of entries read at most by one such scan.
+const MAX_ID_SCAN_BYTES: usize = 8 << 20;
+/// Page size of id scans (bounds the bytes held at once).
+const ID_SCAN_PAGE: usize = 100;
+/// Id scans running at once per instance; a resume that finds none free is answered as an
+/// unknown position (`realtime.resync`, `unknown`) rather than queued.
+pub const MAX_CONCURRENT_ID_SCANS: usize = 2;
 
 fn unavailable(error: redis::RedisError) -> BrokerError {
     BrokerError::Unavailable(error.to_string())
@@ -63,6 +68,7 @@ pub struct Commands {
     script: redis::Script,
     health: Arc<RedisHealth>,
     invalid: Arc<InvalidEvents>,
+    id_scans: tokio::sync::Semaphore,
 }
 
 /// What the command side needs to know besides its connection.
@@ -91,6 +97,7 @@ impl Commands {
             script: redis::Script::new(PUBLISH_SCRIPT),
             health,
             invalid,
+            id_scans: tokio::sync::Semaphore::new(MAX_CONCURRENT_ID_SCANS),
         }
     }
 
@@ -222,8 +229,12 @@ impl Commands {
         if let Some(cursor) = result.map_err(unavailable)?.and_then(|c| c.parse().ok()) {
             return Ok(Some(cursor));
         }
-        // Ids written by other producers have no idempotency key: scan the window, from
-        // the id's own ULID time when it has one, bounded by MAX_ID_SCAN entries.
+        // Ids written by other producers have no idempotency key: scan the window, from the
+        // id's own ULID time when it has one, bounded by entries, bytes and concurrent scans.
+        let Ok(_permit) = self.id_scans.try_acquire() else {
+            tracing::debug!(%topic, "id scans busy; the resume is answered as unknown");
+            return Ok(None);
+        };
         let ulid_ms = id
             .strip_prefix("evt_")
             .and_then(|s| ulid::Ulid::from_string(s).ok())
@@ -233,8 +244,8 @@ impl Commands {
             ulid_ms.unwrap_or(oldest).max(oldest).saturating_sub(1),
             u64::MAX,
         );
-        let mut scanned = 0;
-        while scanned < MAX_ID_SCAN {
+        let (mut scanned, mut bytes) = (0, 0);
+        while scanned < MAX_ID_SCAN && bytes < MAX_ID_SCAN_BYTES {
             let page = self.read_after(topic, after, ID_SCAN_PAGE).await?;
             if let Some(found) = page.events.iter().find(|e| e.id() == id) {
                 return Ok(found.cursor());
@@ -244,6 +255,7 @@ impl Commands {
                 _ => break,
             }
             scanned += page.events.len();
+            bytes += page.events.iter().map(|e| e.size()).sum::<usize>();
         }
         Ok(None)
     }
