@@ -7,12 +7,18 @@
 //! - [`hub`]: `TestHub` spawning the real binary.
 //! - [`http`]: plain HTTP helpers, error-body and Prometheus helpers.
 //! - [`auth`]: JWT / API-key helpers.
+//! - [`dashclaw`]: DashClaw's session cookies, minted by its own npm packages.
+//! - [`postgres`]: `TestPostgres`, a private PostgreSQL with DashClaw's `api_keys`.
+//! - [`nginx`]: `TestNginx`, a private nginx running `deploy/nginx.conf`.
 
 pub mod auth;
 pub mod backend;
+pub mod dashclaw;
 pub mod envelope;
 pub mod http;
 pub mod hub;
+pub mod nginx;
+pub mod postgres;
 pub mod redis;
 pub mod sse;
 pub mod sse_client;
@@ -25,6 +31,8 @@ pub use http::{
     request,
 };
 pub use hub::{TestHub, bin_path, free_port, run_cli, test_redis_url};
+pub use nginx::TestNginx;
+pub use postgres::TestPostgres;
 pub use redis::{Resp, TestRedis};
 pub use sse::{SseEvent, SseItem, SseParser};
 pub use sse_client::{End, Received, SseClient};
