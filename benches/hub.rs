@@ -65,6 +65,7 @@ fn supervisor_fan_out(c: &mut Criterion) {
                 resume: None,
                 filter: EventFilter::all(),
                 format: StreamFormat::V1,
+                lifetime: Default::default(),
             };
             bodies.push(hub.open_session(spec).expect("session opens"));
         }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the Node-driven tests need on a fresh Debian machine, only when missing:
-# redis-server, Debian's chromium, Node.js >= 20 with npm; then the pinned npm packages
-# (package-lock.json) of tests/browser and tests/node. Safe to run repeatedly.
+# Installs what the tests need on a fresh Debian machine, only when missing: redis-server,
+# PostgreSQL (tests start their own servers with initdb; the package's own cluster is never
+# started), nginx (likewise), Debian's chromium, Node.js >= 20 with npm; then the pinned npm
+# packages (package-lock.json) of tests/browser, tests/node and tests/dashclaw. Safe to run
+# repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,13 +17,24 @@ node_major() {
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ "$(node_major)" -lt 20 ]; then need_apt+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then need_apt+=(npm); fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
+  # Keep the packages' scripts from starting a system postgres or nginx (port 5432, 80):
+  # the tests start their own, on free ports.
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  if [ "$made_policy" -eq 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 if [ "$(node_major)" -lt 20 ]; then
@@ -29,7 +42,7 @@ if [ "$(node_major)" -lt 20 ]; then
   exit 1
 fi
 
-for dir in tests/browser tests/node; do
+for dir in tests/browser tests/node tests/dashclaw; do
   # npm ci reproduces package-lock.json exactly; skip when it is already installed.
   if ! (cd "$dir" && npm ls --depth=0 >/dev/null 2>&1); then
     echo "install-test-deps: npm ci in $dir"

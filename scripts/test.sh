@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# redis-server, chromium, node + npm packages of tests/browser and tests/node, when missing.
+# redis-server, postgresql, nginx, chromium, node + npm packages of tests/browser,
+# tests/node and tests/dashclaw, when missing.
 bash scripts/install-test-deps.sh
 
 # Every test spawns its own redis-server on a free port; none uses a shared one.

@@ -115,13 +115,44 @@ fn cors_origins(raw: &str) -> Result<Vec<String>, String> {
     Ok(origins)
 }
 
-fn redis_url(raw: &str) -> Result<String, String> {
-    if raw.starts_with("redis://") || raw.starts_with("rediss://") || raw.starts_with("unix://") {
+fn redis_url(env: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |raw| {
+        if raw.starts_with("redis://") || raw.starts_with("rediss://") || raw.starts_with("unix://")
+        {
+            Ok(raw.to_owned())
+        } else {
+            Err(format!(
+                "{env} must start with redis://, rediss:// or unix://, got {raw:?}"
+            ))
+        }
+    }
+}
+
+fn database_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
         Ok(raw.to_owned())
     } else {
-        Err(format!(
-            "REDIS_URL must start with redis://, rediss:// or unix://, got {raw:?}"
-        ))
+        // Never echo the value: it usually holds a password.
+        Err("DATABASE_URL must be a postgres:// or postgresql:// URL".to_owned())
+    }
+}
+
+fn org_setting(env: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |raw| {
+        crate::envelope::OrgId::parse(raw.trim())
+            .map(|org| org.to_string())
+            .map_err(|e| format!("{env}: {e}"))
+    }
+}
+
+fn non_empty(env: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
+    move |raw| {
+        if raw.is_empty() {
+            Err(format!("{env} must not be empty"))
+        } else {
+            Ok(raw.to_owned())
+        }
     }
 }
 
@@ -133,8 +164,16 @@ pub struct Config {
     #[arg(long, env = "REALTIME_BACKEND", default_value = "memory", value_parser = enum_setting::<BackendKind>("REALTIME_BACKEND"))]
     pub backend: BackendKind,
     /// Redis URL, required when the backend is `redis`.
-    #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url("REDIS_URL"))]
     pub redis_url: Option<String>,
+    /// DashClaw's other name for the Redis URL; `REDIS_URL` wins when both are set.
+    #[arg(long = "realtime-redis-url", env = "REALTIME_REDIS_URL", hide = true,
+          value_parser = redis_url("REALTIME_REDIS_URL"))]
+    pub realtime_redis_url: Option<String>,
+    /// Refuse to start unless the backend is Redis (DashClaw's cut-over guard).
+    #[arg(long, env = "REALTIME_ENFORCE_REDIS", default_value = "false",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub enforce_redis: bool,
     /// Replay window in seconds.
     #[arg(long = "replay-window-seconds", env = "REALTIME_REPLAY_WINDOW_SECONDS",
           default_value = "600", value_parser = seconds("REALTIME_REPLAY_WINDOW_SECONDS"))]
@@ -153,9 +192,47 @@ pub struct Config {
     #[arg(long, env = "REALTIME_RETRY_MS", default_value = "3000",
           value_parser = positive_u64("REALTIME_RETRY_MS"))]
     pub retry_ms: u64,
-    /// HS256 secret for JWT auth.
+    /// HS256 secret for JWT auth (at least 32 bytes).
     #[arg(long, env = "REALTIME_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// When set, hub JWTs must carry this `iss`.
+    #[arg(long, env = "REALTIME_JWT_ISSUER", value_parser = non_empty("REALTIME_JWT_ISSUER"))]
+    pub jwt_issuer: Option<String>,
+    /// When set, hub JWTs must carry this `aud`.
+    #[arg(long, env = "REALTIME_JWT_AUDIENCE", value_parser = non_empty("REALTIME_JWT_AUDIENCE"))]
+    pub jwt_audience: Option<String>,
+    /// DashClaw's NextAuth secret: turns on its session cookies.
+    #[arg(long, env = "NEXTAUTH_SECRET", hide_env_values = true,
+          value_parser = non_empty("NEXTAUTH_SECRET"))]
+    pub nextauth_secret: Option<String>,
+    /// The same secret under a hub-only name.
+    #[arg(long = "realtime-nextauth-secret", env = "REALTIME_NEXTAUTH_SECRET",
+          hide_env_values = true, hide = true, value_parser = non_empty("REALTIME_NEXTAUTH_SECRET"))]
+    pub realtime_nextauth_secret: Option<String>,
+    /// DashClaw's public URL: `https://` means the `__Secure-` session cookie name.
+    #[arg(long, env = "NEXTAUTH_URL")]
+    pub nextauth_url: Option<String>,
+    /// Set on Vercel; like NextAuth, read only when `NEXTAUTH_URL` is unset.
+    #[arg(long, env = "VERCEL", hide = true)]
+    pub vercel: Option<String>,
+    /// DashClaw's Postgres: SDK keys from its `api_keys` table.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub database_url: Option<String>,
+    /// DashClaw's own API key (the fast path before the database).
+    #[arg(long, env = "DASHCLAW_API_KEY", hide_env_values = true,
+          value_parser = non_empty("DASHCLAW_API_KEY"))]
+    pub dashclaw_api_key: Option<String>,
+    /// The org `DASHCLAW_API_KEY` stands for.
+    #[arg(long, env = "DASHCLAW_API_KEY_ORG", default_value = "org_default",
+          value_parser = org_setting("DASHCLAW_API_KEY_ORG"))]
+    pub dashclaw_api_key_org: String,
+    /// DashClaw's mode: sessions without an org (`org_default`) are refused unless `self_host`.
+    #[arg(long, env = "DASHCLAW_MODE", default_value = "self_host")]
+    pub dashclaw_mode: String,
+    /// Seconds a database key lookup (found, unknown or revoked) is trusted.
+    #[arg(long = "api-key-cache-seconds", env = "REALTIME_API_KEY_CACHE_SECONDS",
+          default_value = "30", value_parser = seconds("REALTIME_API_KEY_CACHE_SECONDS"))]
+    pub api_key_cache: Duration,
     /// File of `<sha256 hex> <org_id> <scopes>` lines for API-key auth.
     #[arg(long, env = "REALTIME_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
@@ -170,10 +247,11 @@ pub struct Config {
     #[arg(long, env = "REALTIME_MAX_CONNECTIONS", default_value_t = default_max_connections(),
           value_parser = at_least("REALTIME_MAX_CONNECTIONS", 1))]
     pub max_connections: usize,
-    /// Open SSE connections allowed per org on this instance.
-    #[arg(long, env = "REALTIME_MAX_CONNECTIONS_PER_ORG", default_value = "50000",
+    /// Open SSE connections allowed per org on this instance (default, and at most: the
+    /// instance limit).
+    #[arg(long, env = "REALTIME_MAX_CONNECTIONS_PER_ORG",
           value_parser = at_least("REALTIME_MAX_CONNECTIONS_PER_ORG", 1))]
-    pub max_connections_per_org: usize,
+    pub max_connections_per_org: Option<usize>,
     /// Bind with SO_REUSEPORT so several instances share one port.
     #[arg(long, env = "REALTIME_REUSE_PORT", default_value = "false",
           action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
@@ -222,12 +300,13 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The Redis backend needs a URL.
-    #[error("REDIS_URL is required when REALTIME_BACKEND=redis")]
+    #[error("REDIS_URL (or REALTIME_REDIS_URL) is required when REALTIME_BACKEND=redis")]
     MissingRedisUrl,
     /// Auth is off, so only loopback binds are allowed.
     #[error(
-        "refusing to bind {0}: auth is off (neither REALTIME_JWT_SECRET nor REALTIME_API_KEYS_FILE is set), \
-         so anyone could read every org's events; bind a loopback address (REALTIME_BIND=127.0.0.1:8080) or configure auth"
+        "refusing to bind {0}: auth is off (none of REALTIME_JWT_SECRET, REALTIME_API_KEYS_FILE, \
+         NEXTAUTH_SECRET, DATABASE_URL, DASHCLAW_API_KEY is set), so anyone could read every \
+         org's events; bind a loopback address (REALTIME_BIND=127.0.0.1:8080) or configure auth"
     )]
     OpenNonLoopback(SocketAddr),
     /// The API keys file could not be read or parsed.
@@ -236,6 +315,42 @@ pub enum ConfigError {
     /// An empty JWT secret would accept forged tokens.
     #[error("REALTIME_JWT_SECRET must not be empty")]
     EmptyJwtSecret,
+    /// A short HMAC secret can be brute-forced from one token.
+    #[error("REALTIME_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes, got {0}")]
+    ShortJwtSecret(usize),
+    /// Both names of the NextAuth secret are set, to different values.
+    #[error(
+        "NEXTAUTH_SECRET and REALTIME_NEXTAUTH_SECRET are both set and differ; set one of them"
+    )]
+    ConflictingNextauthSecret,
+    /// DashClaw's cut-over guard: Redis is required.
+    #[error("REALTIME_ENFORCE_REDIS is set, so REALTIME_BACKEND must be redis (it is memory)")]
+    EnforceRedis,
+    /// The DashClaw credentials could not be set up.
+    #[error("{0}")]
+    Auth(String),
+}
+
+/// Shortest `REALTIME_JWT_SECRET` accepted: 256 bits, the size of an HS256 key.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// DashClaw's realtime settings the hub has no use for: named once at start-up, never an
+/// error, so DashClaw's environment can be given to the hub unchanged.
+pub const IGNORED_DASHCLAW_SETTINGS: [&str; 3] = [
+    "REALTIME_REPLAY_MAX_EVENTS",
+    "REALTIME_MEMORY_MAX_LISTENERS",
+    "REALTIME_MAX_LISTENERS",
+];
+
+/// DashClaw's floor for `REALTIME_REPLAY_WINDOW_SECONDS`.
+pub const DASHCLAW_MIN_REPLAY_WINDOW: Duration = Duration::from_secs(60);
+
+/// Which of [`IGNORED_DASHCLAW_SETTINGS`] the environment sets.
+pub fn ignored_dashclaw_settings() -> Vec<&'static str> {
+    IGNORED_DASHCLAW_SETTINGS
+        .into_iter()
+        .filter(|name| std::env::var_os(name).is_some())
+        .collect()
 }
 
 impl Default for Config {
@@ -252,13 +367,26 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Checks the rules that span several settings.
-    pub fn validate(self) -> Result<Self, ConfigError> {
+    /// Checks the rules that span several settings, and merges DashClaw's aliases.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        if self.redis_url.is_none() {
+            self.redis_url = self.realtime_redis_url.clone();
+        }
         if self.backend == BackendKind::Redis && self.redis_url.is_none() {
             return Err(ConfigError::MissingRedisUrl);
         }
-        if self.jwt_secret.as_deref() == Some("") {
-            return Err(ConfigError::EmptyJwtSecret);
+        if self.enforce_redis && self.backend != BackendKind::Redis {
+            return Err(ConfigError::EnforceRedis);
+        }
+        match self.jwt_secret.as_deref().map(str::len) {
+            Some(0) => return Err(ConfigError::EmptyJwtSecret),
+            Some(n) if n < MIN_JWT_SECRET_BYTES => return Err(ConfigError::ShortJwtSecret(n)),
+            _ => {}
+        }
+        if let (Some(a), Some(b)) = (&self.nextauth_secret, &self.realtime_nextauth_secret)
+            && a != b
+        {
+            return Err(ConfigError::ConflictingNextauthSecret);
         }
         if self.auth_off() && !self.bind.ip().is_loopback() {
             return Err(ConfigError::OpenNonLoopback(self.bind));
@@ -268,7 +396,68 @@ impl Config {
 
     /// True when no credential verifier is configured.
     pub fn auth_off(&self) -> bool {
-        self.jwt_secret.is_none() && self.api_keys_file.is_none()
+        self.jwt_secret.is_none()
+            && self.api_keys_file.is_none()
+            && self.nextauth_secret().is_none()
+            && self.database_url.is_none()
+            && self.dashclaw_api_key.is_none()
+    }
+
+    /// The NextAuth secret under either of its names.
+    pub fn nextauth_secret(&self) -> Option<&str> {
+        self.nextauth_secret
+            .as_deref()
+            .or(self.realtime_nextauth_secret.as_deref())
+    }
+
+    /// Whether DashClaw's session cookie has the `__Secure-` name: `NEXTAUTH_URL` is
+    /// `https://`, or, when it is unset, `VERCEL` is (NextAuth's own rule).
+    pub fn secure_session_cookie(&self) -> bool {
+        match &self.nextauth_url {
+            Some(url) => url.starts_with("https://"),
+            None => self.vercel.as_deref().is_some_and(|v| !v.is_empty()),
+        }
+    }
+
+    /// Whether a session without an org (DashClaw's `org_default`) is served.
+    pub fn allows_default_org(&self) -> bool {
+        self.dashclaw_mode == "self_host"
+    }
+
+    /// Streams allowed per org: `REALTIME_MAX_CONNECTIONS_PER_ORG`, never above the
+    /// instance limit, which is also its default.
+    pub fn per_org_limit(&self) -> usize {
+        self.max_connections_per_org
+            .unwrap_or(self.max_connections)
+            .min(self.max_connections)
+    }
+
+    /// Settings that are accepted but do not do what their name suggests, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.replay_window < DASHCLAW_MIN_REPLAY_WINDOW {
+            out.push(format!(
+                "REALTIME_REPLAY_WINDOW_SECONDS={} is below DashClaw's floor of {}; the hub \
+                 uses it as given",
+                self.replay_window.as_secs(),
+                DASHCLAW_MIN_REPLAY_WINDOW.as_secs()
+            ));
+        }
+        if let Some(per_org) = self.max_connections_per_org
+            && per_org > self.max_connections
+        {
+            out.push(format!(
+                "REALTIME_MAX_CONNECTIONS_PER_ORG={per_org} is above REALTIME_MAX_CONNECTIONS={}; \
+                 the instance limit applies",
+                self.max_connections
+            ));
+        }
+        if self.nextauth_secret().is_none() && self.nextauth_url.is_some() {
+            out.push(
+                "NEXTAUTH_URL is set without NEXTAUTH_SECRET: session cookies stay off".into(),
+            );
+        }
+        out
     }
 
     /// Replay window in milliseconds.
@@ -319,5 +508,77 @@ mod tests {
         assert_eq!(config.supervisor_idle, Duration::from_secs(30));
         assert_eq!(config.request_timeout, Duration::from_millis(5000));
         assert!(config.auth_off());
+        assert_eq!(config.api_key_cache, Duration::from_secs(30));
+        assert_eq!(config.dashclaw_mode, "self_host");
+        assert_eq!(config.per_org_limit(), config.max_connections);
+    }
+
+    fn parse(env: &[&str]) -> Result<Config, ConfigError> {
+        let command =
+            Config::augment_args(clap::Command::new("t")).mut_args(|arg| arg.env(None::<&str>));
+        let mut argv = vec!["t".to_owned()];
+        argv.extend(env.iter().map(|s| s.to_string()));
+        let matches = command.try_get_matches_from(argv).expect("flags parse");
+        Config::from_arg_matches(&matches)
+            .expect("flags parse")
+            .validate()
+    }
+
+    #[test]
+    fn per_org_limit_never_exceeds_the_instance_limit() {
+        let config = parse(&["--max-connections", "10"]).unwrap();
+        assert_eq!(config.per_org_limit(), 10);
+        let config = parse(&[
+            "--max-connections",
+            "10",
+            "--max-connections-per-org",
+            "50000",
+        ]);
+        assert_eq!(config.unwrap().per_org_limit(), 10);
+        let config = parse(&["--max-connections", "10", "--max-connections-per-org", "3"]);
+        assert_eq!(config.unwrap().per_org_limit(), 3);
+    }
+
+    #[test]
+    fn cross_setting_rules() {
+        let short = parse(&["--jwt-secret", "s3cret"]).unwrap_err();
+        assert!(matches!(short, ConfigError::ShortJwtSecret(6)), "{short}");
+        assert!(short.to_string().contains("REALTIME_JWT_SECRET"));
+        assert!(parse(&["--jwt-secret", &"x".repeat(32)]).is_ok());
+        let enforce = parse(&["--enforce-redis", "true"]).unwrap_err();
+        assert!(matches!(enforce, ConfigError::EnforceRedis));
+        let alias = parse(&["--backend", "redis", "--realtime-redis-url", "redis://a:1"]).unwrap();
+        assert_eq!(alias.redis_url.as_deref(), Some("redis://a:1"));
+        let both = parse(&[
+            "--backend",
+            "redis",
+            "--redis-url",
+            "redis://first:1",
+            "--realtime-redis-url",
+            "redis://second:1",
+        ])
+        .unwrap();
+        assert_eq!(both.redis_url.as_deref(), Some("redis://first:1"));
+        let conflict = parse(&["--nextauth-secret", "a", "--realtime-nextauth-secret", "b"]);
+        assert!(matches!(
+            conflict,
+            Err(ConfigError::ConflictingNextauthSecret)
+        ));
+        let auth = parse(&["--nextauth-secret", "a"]).unwrap();
+        assert!(!auth.auth_off());
+        assert!(!auth.secure_session_cookie());
+        let https = parse(&[
+            "--nextauth-secret",
+            "a",
+            "--nextauth-url",
+            "https://d.example",
+        ]);
+        assert!(https.unwrap().secure_session_cookie());
+        let vercel = parse(&["--nextauth-secret", "a", "--vercel", "1"]).unwrap();
+        assert!(vercel.secure_session_cookie());
+        let db = parse(&["--database-url", "postgres://u@h/db"]).unwrap();
+        assert!(!db.auth_off());
+        assert!(!parse(&["--dashclaw-api-key", "k"]).unwrap().auth_off());
+        assert!(parse(&["--dashclaw-mode", "saas"]).unwrap().dashclaw_mode == "saas");
     }
 }

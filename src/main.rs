@@ -4,10 +4,11 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use dashclaw_realtime::auth::{Auth, Scope, hash_api_key, sign_token};
-use dashclaw_realtime::config::{Config, LogFormat};
+use dashclaw_realtime::auth::{Auth, Scope, SignError, hash_api_key, sign_token};
+use dashclaw_realtime::config::{Config, LogFormat, ignored_dashclaw_settings};
 use dashclaw_realtime::envelope::OrgId;
 use dashclaw_realtime::server;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 /// Realtime SSE hub for DashClaw.
@@ -63,8 +64,18 @@ fn parse_ttl(raw: &str) -> Result<u64, String> {
         "d" => 86_400,
         _ => return Err(format!("bad ttl unit in {raw:?}; use s, m, h or d")),
     };
-    Ok(value * factor)
+    let seconds = value
+        .checked_mul(factor)
+        .filter(|s| *s <= MAX_TTL_SECONDS)
+        .ok_or_else(|| format!("ttl {raw:?} is too long; at most {MAX_TTL_SECONDS} seconds"))?;
+    if seconds == 0 {
+        return Err(format!("ttl {raw:?} must be at least one second"));
+    }
+    Ok(seconds)
 }
+
+/// The longest `--ttl`: 100 years, far beyond any sane token and far from any overflow.
+const MAX_TTL_SECONDS: u64 = 100 * 365 * 86_400;
 
 #[derive(Debug, Args)]
 struct TokenArgs {
@@ -94,6 +105,12 @@ struct HashKeyArgs {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // tokio-postgres logs statement parameters at debug level, and the key lookup's
+    // parameter is the hash of a client's key: never below info, whatever RUST_LOG says.
+    let filter = match "tokio_postgres=info".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     // Colour codes only on a terminal: in files and collectors they break every grep.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -115,14 +132,21 @@ fn serve(config: Config) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(2, error),
     };
-    let auth = match Auth::new(
-        config.jwt_secret.as_deref(),
-        config.api_keys_file.as_deref(),
-    ) {
+    let auth = match Auth::from_config(&config) {
         Ok(auth) => auth,
-        Err(error) => return fail(2, format!("REALTIME_API_KEYS_FILE: {error}")),
+        Err(error) => return fail(2, error),
     };
     init_logging(config.log_format);
+    let ignored = ignored_dashclaw_settings();
+    if !ignored.is_empty() {
+        info!(
+            settings = %ignored.join(", "),
+            "DashClaw settings the hub has no use for are ignored"
+        );
+    }
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     let result = actix_web::rt::System::new().block_on(server::serve(config, auth));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,6 +165,7 @@ fn main() -> ExitCode {
                     let _ = writeln!(std::io::stdout(), "{token}");
                     ExitCode::SUCCESS
                 }
+                Err(error @ SignError::TtlTooLong(_)) => fail(2, error),
                 Err(error) => fail(1, error),
             }
         }

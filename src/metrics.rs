@@ -32,6 +32,11 @@ pub struct ClosedCounters {
     pub auth: IntCounter,
     /// Ended because the backend failed during the replay (the client retries).
     pub backend: IntCounter,
+    /// Ended at the expiry of the credential that opened it (the client comes back with
+    /// its current one).
+    pub expired: IntCounter,
+    /// Ended because the key that opened it was revoked.
+    pub revoked: IntCounter,
 }
 
 /// `events_published_total` by path.
@@ -201,6 +206,8 @@ impl ClosedCounters {
             limit: closed.with_label_values(&["limit"]),
             auth: closed.with_label_values(&["auth"]),
             backend: closed.with_label_values(&["backend"]),
+            expired: closed.with_label_values(&["expired"]),
+            revoked: closed.with_label_values(&["revoked"]),
         }
     }
 }
@@ -361,6 +368,8 @@ mod tests {
             "dashclaw_realtime_connections 0",
             "dashclaw_realtime_connections_opened_total 1",
             "dashclaw_realtime_connections_closed_total{reason=\"limit\"} 0",
+            "dashclaw_realtime_connections_closed_total{reason=\"expired\"} 0",
+            "dashclaw_realtime_connections_closed_total{reason=\"revoked\"} 0",
             "dashclaw_realtime_events_published_total{path=\"redis_external\"} 0",
             "dashclaw_realtime_replay_requests_total{result=\"expired\"} 0",
             "dashclaw_realtime_delivery_lag_seconds_count 0",

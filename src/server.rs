@@ -112,9 +112,11 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
     let grace = config.shutdown_grace;
     let request_timeout = config.request_timeout;
     let hub = HubHandle::start(config, broker, metrics.clone());
+    let auth = Arc::new(auth);
+    auth.spawn_background();
     let state = web::Data::new(AppState {
         hub: hub.clone(),
-        auth: Arc::new(auth),
+        auth,
         metrics,
     });
     let worker_hub = hub.clone();
@@ -125,6 +127,7 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
         App::new()
             .app_data(state.clone())
             .wrap(http::cors(&cors_origins))
+            .wrap(from_fn(http::security::middleware))
             .wrap(from_fn(http::access_log::request_middleware))
             .configure(http::configure)
             .default_service(web::to(http::not_found))

@@ -102,6 +102,10 @@ pub struct Connected<'a> {
     pub replayed: usize,
     /// The stream position the client is at once this frame is written.
     pub cursor: Option<Cursor>,
+    /// The resume position the client sent, as it sent it (the legacy `lastEventId`).
+    pub last_event_id: Option<&'a str>,
+    /// Why the client's position could not be replayed (the legacy `replayError`).
+    pub replay_error: Option<&'a str>,
 }
 
 /// The frame between replay and live events: `realtime.connected`, or the legacy `connected`.
@@ -121,25 +125,45 @@ pub fn connected(format: StreamFormat, info: &Connected<'_>) -> Bytes {
                 "backend": info.backend,
                 "realtimeStatus": if info.healthy { "healthy" } else { "degraded" },
                 "replayed": info.replayed,
-                "lastEventId": cursor,
-                "replayError": null,
+                "lastEventId": info.last_event_id,
+                "replayError": info.replay_error,
             }),
         ),
     }
 }
 
-/// The legacy `data:` projection of DashClaw's `/api/stream`.
+/// The legacy `data:` projection of DashClaw's `/api/stream` (its `toSseData`): the
+/// event's named member of the payload, or the whole payload, and `null` when that is
+/// missing or JavaScript-falsy (`null`, `false`, `0`, `""`), as `x || null` makes it.
 pub fn legacy_projection<'a>(event: &str, payload: &'a Value) -> &'a Value {
-    let key = match event {
+    static NULL: Value = Value::Null;
+    let member = match event {
         "action.created" | "action.updated" => Some("action"),
         "message.created" => Some("message"),
         "decision.created" | "guard.decision.created" => Some("decision"),
+        "loop.created" | "loop.updated" => Some("loop"),
+        "goal.created" | "goal.updated" => Some("goal"),
         "signal.detected" => Some("signal"),
-        name if name.starts_with("loop.") => Some("loop"),
-        name if name.starts_with("goal.") => Some("goal"),
+        // policy.updated, task.assigned, task.completed, token.usage and every other
+        // event: the whole payload.
         _ => None,
     };
-    key.and_then(|k| payload.get(k)).unwrap_or(payload)
+    let data = match member {
+        Some(name) => payload.get(name).unwrap_or(&NULL),
+        None => payload,
+    };
+    if is_falsy(data) { &NULL } else { data }
+}
+
+/// JavaScript's falsy JSON values.
+fn is_falsy(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(_) | Value::Object(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -159,6 +183,33 @@ mod tests {
         );
         let frame = legacy_event(None, "action.created", br#"{"payload":{"action":{"x":1}}}"#);
         assert_eq!(&frame[..], b"event: action.created\ndata: {\"x\":1}\n\n");
+        // The named member missing or falsy: `null`, never the whole payload.
+        for payload in [
+            serde_json::json!({}),
+            serde_json::json!({"message": 0}),
+            serde_json::json!({"message": ""}),
+            serde_json::json!({"message": false}),
+        ] {
+            assert_eq!(legacy_projection("message.created", &payload), &Value::Null);
+        }
+        let empty = serde_json::json!({"message": []});
+        assert_eq!(
+            legacy_projection("message.created", &empty),
+            &serde_json::json!([])
+        );
+        // Whole-payload events, and only the exact names of the member table.
+        let payload = serde_json::json!({"loop": 1, "goal": 2, "task": 3});
+        for event in [
+            "policy.updated",
+            "task.assigned",
+            "task.completed",
+            "token.usage",
+            "loop.deleted",
+            "goal.archived",
+        ] {
+            assert_eq!(legacy_projection(event, &payload), &payload, "{event}");
+        }
+        assert_eq!(legacy_projection("a.b", &Value::Null), &Value::Null);
     }
 
     #[test]

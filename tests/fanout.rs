@@ -307,7 +307,7 @@ fn bearer(token: &str) -> Headers {
 }
 
 async fn org_isolation_under_load_with_auth(backend: Backend) {
-    const SECRET: &str = "fanout-isolation-test-secret";
+    const SECRET: &str = "fanout-isolation-test-secret-32-bytes";
     let hub = backend.hub(&[("REALTIME_JWT_SECRET", SECRET)]).await;
     let a = unique_org("iso_a");
     let b = unique_org("iso_b");

@@ -179,14 +179,16 @@ async fn smuggling_shapes_never_publish_extra() {
     let smuggled = |name: &str| {
         let body = format!(r#"{{"event":"smuggled.{name}"}}"#);
         format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
     };
     let json_of = |name: &str| format!(r#"{{"event":"shape.{name}"}}"#);
     let chunk_of = |s: &str| format!("{:x}\r\n{s}\r\n0\r\n\r\n", s.len());
     let head = |extra: &str| {
-        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}\r\n")
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{extra}\r\n"
+        )
     };
 
     let mut shapes: Vec<(&str, String)> = Vec::new();
@@ -319,7 +321,7 @@ async fn smuggling_shapes_never_publish_extra() {
         shapes.push((
             name,
             format!(
-                "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: {}\r\n\r\n{body}",
+                "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             ),
         ));
@@ -331,7 +333,7 @@ async fn smuggling_shapes_never_publish_extra() {
         shapes.push((
             name,
             format!(
-                "POST {path} HTTP/1.1\nHost: x\nContent-Type: application/json\nTransfer-Encoding: chunked\nContent-Length: {}\n\n{body}",
+                "POST {path} HTTP/1.1\nHost: localhost\nContent-Type: application/json\nTransfer-Encoding: chunked\nContent-Length: {}\n\n{body}",
                 body.len()
             ),
         ));
@@ -413,36 +415,36 @@ async fn huge_headers_are_refused_and_hub_stays_responsive() {
     let fill = format!("X-Fill: {}\r\n", "b".repeat(1000)).repeat(1024);
     let publish_head = |extra: &str| {
         format!(
-            "POST /v1/orgs/{org}/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 19\r\n{extra}\r\n{{\"event\":\"huge.x\"}}"
+            "POST /v1/orgs/{org}/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 19\r\n{extra}\r\n{{\"event\":\"huge.x\"}}"
         )
     };
     // (what, request, must be refused)
     let cases: Vec<(&str, String, bool)> = vec![
         (
             "64 KB header value (within actix's head limit)",
-            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {kb64}\r\n\r\n"),
+            format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {kb64}\r\n\r\n"),
             false,
         ),
         (
             "64 KB Last-Event-ID on a stream",
             format!(
-                "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {kb64}\r\n\r\n"
+                "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: {kb64}\r\n\r\n"
             ),
             false,
         ),
         (
             "200 KB header value",
-            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {kb200}\r\n\r\n"),
+            format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {kb200}\r\n\r\n"),
             true,
         ),
         (
             "200 KB request target",
-            format!("GET /healthz?{kb200} HTTP/1.1\r\nHost: x\r\n\r\n"),
+            format!("GET /healthz?{kb200} HTTP/1.1\r\nHost: localhost\r\n\r\n"),
             true,
         ),
         (
             "300 headers",
-            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+            format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{many}\r\n"),
             true,
         ),
         ("1 MB header block on a publish", publish_head(&fill), true),
@@ -523,7 +525,7 @@ async fn slowloris_does_not_starve_others_and_is_timed_out() {
     const SLOW: usize = 6;
     // 120+ bytes at ~300 ms each would take over 36 s: far beyond any sane request timeout.
     let head = format!(
-        "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
         "p".repeat(60)
     );
     assert!(head.len() >= 120, "{}", head.len());
@@ -619,7 +621,7 @@ async fn flood_non_readers(check_release: bool) {
     let baseline = common::rss_kib(hub.pid());
 
     let request = format!(
-        "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
     );
     // A small receive buffer and a small MSS keep the kernel from absorbing megabytes per
     // socket (on loopback the hub's send buffer would otherwise autotune to ~4 MB), so
@@ -727,7 +729,7 @@ async fn half_closed_sockets() {
     // Publish, then half-close: one 202, stored once.
     let body = r#"{"event":"half.published"}"#;
     let req = format!(
-        "POST /v1/orgs/{org}/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/orgs/{org}/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut s = TcpStream::connect(hub.addr()).await.expect("connect");
@@ -748,7 +750,7 @@ async fn half_closed_sockets() {
 
     // Stream, then half-close: the stream is delivered (or the hub ends it cleanly).
     let req = format!(
-        "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
     );
     let mut hs = TcpStream::connect(hub.addr()).await.expect("connect");
     hs.write_all(req.as_bytes()).await.expect("write");
@@ -839,7 +841,7 @@ async fn half_closed_sockets() {
 #[tokio::test]
 async fn request_timeout_setting_bounds_the_wait_for_a_request_head() {
     let org = unique_org("request_timeout");
-    let head = format!("GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = format!("GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: localhost\r\n\r\n");
 
     let patient = memory_hub(&[("REALTIME_REQUEST_TIMEOUT_MS", "60000")]).await;
     let mut late = TcpStream::connect(patient.addr()).await.expect("connect");

@@ -351,7 +351,10 @@ async fn open_auth_refuses_non_loopback_bind() {
     let bind = format!("0.0.0.0:{}", free_port());
     let hub = TestHub::spawn(&[
         ("REALTIME_BIND", &bind),
-        ("REALTIME_JWT_SECRET", "lifecycle-secret"),
+        (
+            "REALTIME_JWT_SECRET",
+            "lifecycle-secret-of-at-least-32-bytes",
+        ),
     ])
     .await;
     assert!(hub.base_url().starts_with("http://127.0.0.1:"));
@@ -365,7 +368,7 @@ async fn open_auth_refuses_non_loopback_bind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_and_hash_key_commands() {
-    let secret = "lifecycle-token-secret";
+    let secret = "lifecycle-token-secret-of-32-bytes-min";
     let org_x = unique_org("org_x");
     let org_y = unique_org("org_y");
     let ttl_org = unique_org("org_ttl");

@@ -35,7 +35,7 @@ async fn flush_marker(hub: &TestHub, marker: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_never_reach_the_log_even_at_trace() {
-    let secret = "log-secret-Zq8Wm3Xv9Lk2";
+    let secret = "log-secret-Zq8Wm3Xv9Lk2-Pq7Rt5Ys1Uv3";
     let api_key = "dck_live_K3yV4lu3ThatMustNeverBeLogged";
     let wrong_key = "dck_live_Wr0ngK3yThatMustNeverBeLoggedEither";
     let org = unique_org("logging");

@@ -435,7 +435,7 @@ async fn queue_bytes_are_sampled_by_the_sweep(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_streams_are_counted_as_auth_and_limit() {
-    let secret = "metrics-secret-0123456789";
+    let secret = "metrics-secret-0123456789-abcdefghijkl";
     let hub = TestHub::spawn(&[
         ("REALTIME_JWT_SECRET", secret),
         ("REALTIME_MAX_CONNECTIONS_PER_ORG", "1"),

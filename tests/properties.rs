@@ -62,22 +62,35 @@ fn oracle_cursor(s: &str) -> Option<Cursor> {
     Some(Cursor::new(ms, seq))
 }
 
-/// The contract's legacy `/api/stream` projection (section 3), written independently.
+/// The contract's legacy `/api/stream` projection (section 3), written independently:
+/// DashClaw's `toSseData` table, `x || null` included.
 fn reference_projection(envelope: &Envelope) -> Value {
-    let name = envelope.event.as_str();
-    let key = match name {
+    let key = match envelope.event.as_str() {
         "action.created" | "action.updated" => Some("action"),
         "message.created" => Some("message"),
         "decision.created" | "guard.decision.created" => Some("decision"),
+        "loop.created" | "loop.updated" => Some("loop"),
+        "goal.created" | "goal.updated" => Some("goal"),
         "signal.detected" => Some("signal"),
-        _ if name.starts_with("loop.") => Some("loop"),
-        _ if name.starts_with("goal.") => Some("goal"),
         _ => None,
     };
-    match key.and_then(|k| envelope.payload.as_object()?.get(k)) {
-        Some(inner) => inner.clone(),
+    let data = match key {
+        Some(k) => envelope
+            .payload
+            .as_object()
+            .and_then(|o| o.get(k))
+            .cloned()
+            .unwrap_or(Value::Null),
         None => envelope.payload.clone(),
-    }
+    };
+    let falsy = match &data {
+        Value::Null => true,
+        Value::Bool(b) => !*b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    };
+    if falsy { Value::Null } else { data }
 }
 
 // ---------------------------------------------------------------------------

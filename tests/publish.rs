@@ -448,7 +448,7 @@ async fn bad_input_is_rejected_and_publishes_nothing(backend: Backend) {
     expect_sentinel_next(&hub, &org, &mut sub, &[], "open hub").await;
 
     // Credential failures, on a hub with JWT auth.
-    let secret = "publish-test-secret";
+    let secret = "publish-test-secret-of-32-bytes-or-more";
     let auth_hub = backend
         .hub(&[
             ("REALTIME_JWT_SECRET", secret),

@@ -15,7 +15,7 @@ use common::{
 backend_tests!(stats_counters_move_when_events_flow);
 
 const WAIT: Duration = Duration::from_secs(15);
-const SECRET: &str = "status-page-secret";
+const SECRET: &str = "status-page-secret-of-32-bytes-or-more";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_is_self_contained_html() {

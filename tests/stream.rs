@@ -231,18 +231,25 @@ async fn event_filter(backend: Backend) {
     }
 }
 
-/// The legacy `data:` DashClaw clients expect for an envelope payload.
+/// The legacy `data:` DashClaw clients expect for an envelope payload: DashClaw's
+/// `toSseData` table, `null` when the named member is missing or falsy.
 fn legacy_expected(event: &str, payload: &Value) -> Value {
     let key = match event {
         "action.created" | "action.updated" => Some("action"),
         "message.created" => Some("message"),
         "decision.created" | "guard.decision.created" => Some("decision"),
         "signal.detected" => Some("signal"),
-        e if e.starts_with("loop.") => Some("loop"),
-        e if e.starts_with("goal.") => Some("goal"),
+        "loop.created" | "loop.updated" => Some("loop"),
+        "goal.created" | "goal.updated" => Some("goal"),
         _ => None,
     };
-    key.map_or_else(|| payload.clone(), |k| payload[k].clone())
+    let data = key.map_or_else(|| payload.clone(), |k| payload[k].clone());
+    match &data {
+        Value::Bool(false) => Value::Null,
+        Value::Number(n) if n.as_f64() == Some(0.0) => Value::Null,
+        Value::String(s) if s.is_empty() => Value::Null,
+        _ => data,
+    }
 }
 
 async fn legacy_api_stream(backend: Backend) {
@@ -263,7 +270,8 @@ async fn legacy_api_stream(backend: Backend) {
     let key = [("x-api-key", "key-legacy-rw")];
     let legacy_url = hub.url("/api/stream");
 
-    let before = publish(
+    // Stored before the client connects: not replayed to a client that gives no position.
+    publish(
         &hub,
         &org,
         &json!({"event": "action.created", "payload": {"action": {"id": "a0"}}}),
@@ -289,7 +297,8 @@ async fn legacy_api_stream(backend: Backend) {
             "backend": backend.name(),
             "realtimeStatus": "healthy",
             "replayed": 0,
-            "lastEventId": cursor_of(&before),
+            // The client's own resume position, as DashClaw echoes it: it sent none.
+            "lastEventId": null,
             "replayError": null,
         })
     );
@@ -312,15 +321,29 @@ async fn legacy_api_stream(backend: Backend) {
             "guard.decision.created",
             json!({"decision": {"id": "g1", "allowed": false}}),
         ),
-        ("loop.opened", json!({"loop": {"id": "l1"}})),
-        ("loop.closed", json!({"loop": {"id": "l1", "closed": true}})),
+        ("loop.created", json!({"loop": {"id": "l1"}})),
+        (
+            "loop.updated",
+            json!({"loop": {"id": "l1", "closed": true}}),
+        ),
         ("goal.created", json!({"goal": {"id": "o1"}})),
+        ("goal.updated", json!({"goal": {"id": "o1", "pct": 50}})),
+        ("signal.detected", json!({"signal": {"id": "s1"}})),
+        // The named member missing: `data: null`, as DashClaw writes it.
+        ("message.created", json!({"text": "no message member"})),
+        ("action.updated", json!({"action": 0})),
+        // Whole-payload events.
+        (
+            "policy.updated",
+            json!({"policy": {"id": "p1"}, "change_type": "updated"}),
+        ),
+        ("token.usage", json!({"agent_id": "a", "total_tokens": 3})),
+        // Only the listed types are projected; near misses keep the whole payload.
+        ("loop.opened", json!({"loop": {"id": "l1"}})),
         (
             "goal.progress.updated",
             json!({"goal": {"id": "o1", "pct": 50}}),
         ),
-        ("signal.detected", json!({"signal": {"id": "s1"}})),
-        // Only the listed types are projected; near misses keep the whole payload.
         ("signal.cleared", json!({"signal": {"id": "s1"}})),
         ("decision.updated", json!({"decision": {"id": "d1"}})),
         (
@@ -370,7 +393,11 @@ async fn legacy_api_stream(backend: Backend) {
     }
     let info = connected.json();
     assert_eq!(info["replayed"], json!(expected_ids.len()));
-    assert_eq!(info["lastEventId"], json!(expected_ids.last()));
+    assert_eq!(
+        info["lastEventId"],
+        json!(from),
+        "the client's own position"
+    );
     assert_eq!(info["replayError"], Value::Null);
 
     // The credential decides the org: the other org's events never show up here.

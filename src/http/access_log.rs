@@ -15,6 +15,20 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// What a redacted query value (or unrecognizable query part) is logged as.
 pub const REDACTED: &str = "REDACTED";
 
+/// Query parameter names that are logged (their values only when [`loggable_query_value`]
+/// says so); any other name is logged as [`REDACTED`].
+const KNOWN_PARAMETERS: [&str; 9] = [
+    "events",
+    "last_event_id",
+    "lastEventId",
+    "org_id",
+    "access_token",
+    "api_key",
+    "apikey",
+    "token",
+    "key",
+];
+
 /// Whether a query value may be logged: only `events` filters and resume positions that
 /// parse as what they should be. Every other value is redacted, so `access_token`,
 /// `api_key`, `token`, whatever a client invents, and a credential pasted into the wrong
@@ -91,12 +105,12 @@ pub fn loggable_target(path: &str, query: &str) -> String {
             None => (part, None),
         };
         let name = percent_decode(key);
-        let plain_name = (1..=24).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-        if !plain_name {
-            // Not a parameter name: possibly a bare credential.
+        // A bare value (`?sk_live_abc`) or a name the hub does not know may itself be a
+        // credential pasted into the URL: only known parameter names are logged.
+        let known = KNOWN_PARAMETERS
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(&name));
+        if value.is_none() || !known {
             out.push_str(REDACTED);
             continue;
         }
@@ -174,7 +188,16 @@ mod tests {
         );
         assert_eq!(
             loggable_target("/x", "api_key=k&token=t&Access%5Ftoken=t2&flag"),
-            "/x?api_key=REDACTED&token=REDACTED&Access%5Ftoken=REDACTED&flag"
+            "/x?api_key=REDACTED&token=REDACTED&Access%5Ftoken=REDACTED&REDACTED"
+        );
+        // A bare query value is logged as nothing but REDACTED, however plain it looks.
+        assert_eq!(
+            loggable_target("/api/stream", "sk_live_abc"),
+            "/api/stream?REDACTED"
+        );
+        assert_eq!(
+            loggable_target("/api/stream", "oc_live_0123456789abcdef=1&events=a.b"),
+            "/api/stream?REDACTED&events=a.b"
         );
         assert_eq!(
             loggable_target("/x", "eyJhbGciOiJIUzI1NiJ9.e30.sig&a%3Db=c"),

@@ -50,6 +50,11 @@ pub enum ApiError {
     /// The hub refused the request.
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// Auth is off and the request names a host other than this machine's loopback.
+    #[error(
+        "with auth off this hub answers only requests for localhost, 127.0.0.1 or [::1] (Host header)"
+    )]
+    HostNotAllowed,
 }
 
 impl ApiError {
@@ -67,6 +72,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BodyTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::HostNotAllowed => "host_not_allowed",
             Self::Hub(e) => match e {
                 HubError::Invalid { error, .. } => error.code(),
                 HubError::EmptyBatch => "empty_batch",
@@ -81,6 +87,8 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<u32> {
         match self {
+            // Past the key database's connect timeout, so a retry can find it back.
+            Self::Auth(AuthError::Unavailable) => Some(5),
             Self::Hub(
                 HubError::Backend(_)
                 | HubError::ShuttingDown
@@ -101,12 +109,14 @@ impl ResponseError for ApiError {
             | Self::InvalidFilter(_) => StatusCode::BAD_REQUEST,
             Self::Auth(e) if e.is_unauthenticated() => StatusCode::UNAUTHORIZED,
             Self::Auth(AuthError::AmbiguousOrg) => StatusCode::BAD_REQUEST,
+            Self::Auth(AuthError::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth(_) => StatusCode::FORBIDDEN,
             Self::OrgMismatch | Self::InvalidVersion => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
             Self::Hub(e) => match e {
                 HubError::Invalid {
                     error: ValidationError::TooLarge { .. },

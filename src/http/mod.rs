@@ -3,13 +3,15 @@
 //! - [`stream`], [`publish`], [`health`], [`status`]: the handlers;
 //! - [`credentials`]: the credential a request presents (verified by [`crate::auth`]);
 //! - [`error`]: every API error mapped to a status and a JSON body;
-//! - [`access_log`]: request ids and redacted access lines.
+//! - [`access_log`]: request ids and redacted access lines;
+//! - [`security`]: security headers and the `Host` check when auth is off.
 
 pub mod access_log;
 pub mod credentials;
 pub mod error;
 pub mod health;
 pub mod publish;
+pub mod security;
 pub mod status;
 pub mod stream;
 

@@ -3,7 +3,12 @@
 //! per viewer, where encoding per connection costs nothing worth sharing).
 
 use std::convert::Infallible;
+use std::sync::LazyLock;
 use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha2::{Digest, Sha256};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -24,11 +29,36 @@ const STATUS_HTML: &str = include_str!("status.html");
 /// How often `/v1/ops/stats` sends a snapshot.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The page's Content-Security-Policy: nothing but its own inline `<style>` and `<script>`
+/// (by hash, so no other inline code runs) and requests to this origin.
+fn content_security_policy() -> &'static str {
+    static CSP: LazyLock<String> = LazyLock::new(|| {
+        let hash = |open: &str, close: &str| {
+            let body = STATUS_HTML
+                .split_once(open)
+                .and_then(|(_, rest)| rest.split_once(close))
+                .map_or("", |(body, _)| body);
+            format!(
+                "'sha256-{}'",
+                BASE64.encode(Sha256::digest(body.as_bytes()))
+            )
+        };
+        format!(
+            "default-src 'none'; style-src {}; script-src {}; connect-src 'self'; \
+             img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            hash("<style>", "</style>"),
+            hash("<script>", "</script>")
+        )
+    });
+    &CSP
+}
+
 /// `GET /`.
 pub async fn status_page() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, content_security_policy()))
         .body(STATUS_HTML)
 }
 

@@ -120,6 +120,8 @@ impl Drop for ConnectionPermit {
             CloseReason::Slow => closed.slow.inc(),
             CloseReason::Shutdown => closed.shutdown.inc(),
             CloseReason::Backend => closed.backend.inc(),
+            CloseReason::Expired => closed.expired.inc(),
+            CloseReason::Revoked => closed.revoked.inc(),
         }
     }
 }

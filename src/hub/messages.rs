@@ -64,6 +64,10 @@ pub struct Join {
     /// `after` is the client's own cursor, not checked against the stream: join only if the
     /// ring proves it, else answer `Behind`.
     pub unverified: bool,
+    /// The resume position the client sent, for the legacy connected frame.
+    pub last_event_id: Option<String>,
+    /// Why the client's position could not be replayed, for the legacy connected frame.
+    pub replay_error: Option<&'static str>,
 }
 
 /// The supervisor's answer to [`Join`].

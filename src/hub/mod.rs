@@ -13,11 +13,13 @@
 //! - [`stream_reader`]: `StreamReader`, every read of the streams, identical reads shared;
 //! - [`messages`]: the messages between them;
 //! - [`outbox`], [`body`]: a connection's bounded queue and the HTTP body draining it;
-//! - [`connections`]: open streams against the limits.
+//! - [`connections`]: open streams against the limits;
+//! - [`lifetime`]: a stream's deadline and re-check (its credential's expiry, revocation).
 
 pub mod body;
 pub mod connections;
 pub mod error;
+pub mod lifetime;
 pub mod messages;
 pub mod outbox;
 pub mod registry;
@@ -40,6 +42,7 @@ use crate::sse;
 pub use body::SessionBody;
 pub use connections::{ConnectionCounter, Refusal};
 pub use error::{HubError, MAX_BATCH};
+pub use lifetime::{Lifetime, Recheck, RecheckFuture};
 pub use messages::{Publish, PublishFrom, PublishSource, Shutdown};
 pub use outbox::{CloseReason, Outbox};
 pub use registry::{Registry, ShutdownFlag};
@@ -85,7 +88,7 @@ impl HubHandle {
         .start();
         let connections = Arc::new(ConnectionCounter::new(
             config.max_connections,
-            config.max_connections_per_org,
+            config.per_org_limit(),
             metrics.clone(),
         ));
         let session_links = SessionLinks {

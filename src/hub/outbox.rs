@@ -33,6 +33,10 @@ pub enum CloseReason {
     Shutdown,
     /// The backend failed during replay; the client retries.
     Backend,
+    /// The credential that opened the stream expired; the client retries with its current one.
+    Expired,
+    /// The key that opened the stream was revoked.
+    Revoked,
 }
 
 impl CloseReason {
@@ -43,6 +47,8 @@ impl CloseReason {
             Self::Slow => "slow",
             Self::Shutdown => "shutdown",
             Self::Backend => "backend",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
         }
     }
 }

@@ -6,12 +6,14 @@
 //! replay reached. Joins go through the registry, which hands them to the topic's current
 //! supervisor, so the session never holds a supervisor it has not joined.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use tracing::{Instrument, Span, debug, warn};
 
+use super::lifetime::{self, Lifetime};
 use super::messages::{BodyGone, Join, JoinOutcome, Leave, ReadPage, ResolvePosition};
 use super::outbox::{CloseReason, Outbox};
 use crate::envelope::{Cursor, ResumePosition, Topic};
@@ -34,6 +36,8 @@ pub struct SessionSpec {
     pub filter: EventFilter,
     /// Wire format.
     pub format: StreamFormat,
+    /// When the stream must end (its credential's expiry or revocation).
+    pub lifetime: Lifetime,
 }
 
 /// Where a session sends its joins and reads.
@@ -56,6 +60,8 @@ struct Replay {
     links: SessionLinks,
     page_size: usize,
     metrics: Metrics,
+    /// Set when the client's position could not be replayed.
+    replay_error: Cell<Option<&'static str>>,
 }
 
 impl Replay {
@@ -69,6 +75,8 @@ impl Replay {
             after,
             replayed,
             unverified,
+            last_event_id: self.spec.resume.as_ref().map(ResumePosition::as_text),
+            replay_error: self.replay_error.get(),
         }
     }
 
@@ -178,7 +186,11 @@ impl Replay {
         }
     }
 
-    fn resync(&self, reason: &str, position: &str) {
+    fn resync(&self, reason: &'static str, position: &str) {
+        self.replay_error.set(Some(match reason {
+            "expired" => "the resume position is older than the replay window",
+            _ => "the resume position is not in the stream",
+        }));
         self.outbox.push_unbounded(sse::resync(reason, position));
         self.metrics.resyncs.inc();
     }
@@ -241,6 +253,7 @@ pub struct ClientSession {
     outbox: Arc<Outbox>,
     leave: Option<Recipient<Leave>>,
     retry_frame: Bytes,
+    lifetime: Lifetime,
     /// `session{org, session, resume}`: every line about this session is logged in it.
     span: Span,
 }
@@ -266,6 +279,7 @@ impl ClientSession {
         span: Span,
     ) -> Self {
         let filter = Arc::new(spec.filter.clone());
+        let lifetime = spec.lifetime.clone();
         Self {
             id,
             replay: Some(Replay {
@@ -276,12 +290,22 @@ impl ClientSession {
                 links,
                 page_size: limits.page_size,
                 metrics,
+                replay_error: Cell::new(None),
             }),
             outbox,
             leave: None,
             retry_frame: sse::retry(limits.retry_ms),
+            lifetime,
             span,
         }
+    }
+
+    /// Ends the stream for `reason` after a final `retry:` frame, so the client comes
+    /// back (with whatever credential it holds now).
+    fn end(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        debug!(parent: &self.span, reason = reason.as_str(), "the stream's credential ended it");
+        self.outbox.close(reason, Some(self.retry_frame.clone()));
+        ctx.stop();
     }
 }
 
@@ -289,6 +313,7 @@ impl Actor for ClientSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        lifetime::watch(&self.lifetime, ctx, Self::end);
         let Some(replay) = self.replay.take() else {
             return;
         };

@@ -477,6 +477,8 @@ impl TopicSupervisor {
                 healthy,
                 replayed,
                 cursor: (position != Cursor::default()).then_some(position),
+                last_event_id: join.last_event_id.as_deref(),
+                replay_error: join.replay_error,
             },
         )
     }

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawnHub, jwt, publish, uniqueOrg, waitFor } from '../jslib/harness.mjs';
 import { launchBrowser, servePage, openProbe, rec, waitForEvent } from './lib.mjs';
 
-const SECRET = 'browser-test-secret';
+const SECRET = 'browser-test-secret-of-32-bytes-or-more';
 let hub, browser, allowedPage, otherPage;
 
 before(async () => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnHub, spawnRedis, jwt, publish, uniqueOrg } from '../jslib/harness.mjs';
 import { launchBrowser, servePage, openProbe, rec, waitForEvent } from './lib.mjs';
 
-const SECRET = 'browser-reconnect-secret';
+const SECRET = 'browser-reconnect-secret-32-bytes-min';
 let redis, browser, page;
 
 before(async () => {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { REPO_ROOT, spawnHub, jwt, publish, uniqueOrg, waitFor } from '../jslib/harness.mjs';
 import { launchBrowser } from './lib.mjs';
 
-const SECRET = 'status-page-secret';
+const SECRET = 'status-page-secret-of-32-bytes-or-more';
 let hub, browser;
 
 before(async () => {

@@ -51,7 +51,10 @@ pub fn test_redis_url() -> Option<String> {
 /// Env vars of the test process that must not leak into the hub (the test
 /// decides every setting explicitly).
 fn is_hub_setting(key: &str) -> bool {
-    key.starts_with("REALTIME_") || key == "REDIS_URL" || key == "RUST_LOG"
+    key.starts_with("REALTIME_")
+        || key.starts_with("NEXTAUTH_")
+        || key.starts_with("DASHCLAW_")
+        || matches!(key, "REDIS_URL" | "RUST_LOG" | "DATABASE_URL" | "VERCEL")
 }
 
 /// `serve` command with a clean environment of hub settings, the given env

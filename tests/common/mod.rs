@@ -7,13 +7,19 @@
 //! - [`hub`]: `TestHub` spawning the real binary.
 //! - [`http`]: plain HTTP helpers, error-body and Prometheus helpers.
 //! - [`auth`]: JWT / API-key helpers.
+//! - [`dashclaw`]: DashClaw's session cookies, minted by its own npm packages.
+//! - [`postgres`]: `TestPostgres`, a private PostgreSQL with DashClaw's `api_keys`.
+//! - [`nginx`]: `TestNginx`, a private nginx running `deploy/nginx.conf`.
 
 pub mod auth;
 pub mod backend;
+pub mod dashclaw;
 pub mod envelope;
 pub mod http;
 pub mod hub;
+pub mod nginx;
 pub mod node;
+pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod sse;
@@ -27,10 +33,12 @@ pub use http::{
     request,
 };
 pub use hub::{TestHub, bin_path, free_port, run_cli, test_redis_url};
+pub use nginx::TestNginx;
 pub use node::{
     channel_key, node_envelope, node_event_id, node_publish_only, node_write, node_write_maxlen,
     node_xadd, stream_entries, stream_key,
 };
+pub use postgres::TestPostgres;
 pub use process::{non_reading_stream, peak_rss_kib, rss_kib};
 pub use redis::{Resp, TestRedis};
 pub use sse::{SseEvent, SseItem, SseParser};

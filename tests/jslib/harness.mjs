@@ -105,7 +105,9 @@ export function apiKeysFile(entries) {
 function cleanEnv(extra) {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('REALTIME_') && k !== 'REDIS_URL' && k !== 'RUST_LOG') env[k] = v;
+    const hubSetting =
+      /^(REALTIME_|NEXTAUTH_|DASHCLAW_)/.test(k) || ['REDIS_URL', 'RUST_LOG', 'DATABASE_URL', 'VERCEL'].includes(k);
+    if (!hubSetting) env[k] = v;
   }
   return { RUST_LOG: 'info', ...env, ...extra };
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnHub, spawnRedis, jwt, publish, uniqueOrg, apiKeysFile, waitFor } from '../jslib/harness.mjs';
 import { openEventSource, openFetchReader } from './clients.mjs';
 
-const SECRET = 'node-client-secret';
+const SECRET = 'node-client-secret-of-32-bytes-or-more';
 const ORGS = Object.fromEntries(['es_v1', 'es_legacy', 'fetch_v1', 'fetch_legacy', 'es_auto'].map((k) => [k, uniqueOrg(`nc_${k}`)]));
 const keyFor = (org) => `dk_test_${org}`;
 const KEYS = Object.values(ORGS).map((org) => [keyFor(org), org, 'subscribe,publish']);
