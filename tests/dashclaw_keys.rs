@@ -118,16 +118,27 @@ async fn database_keys_valid_unknown_and_revoked() {
     );
     // DASHCLAW_API_KEY: the fast path, its org from DASHCLAW_API_KEY_ORG.
     assert_eq!(connected_org(&hub, "oc_live_env_fast_path").await, env_org);
-    // Keys from DashClaw only subscribe: publishing is refused with a code, without a lookup.
-    let (status, body, _) = post_json(
-        &hub.url(&format!("/v1/orgs/{org}/events")),
-        &json!({"event": "action.created"}),
-        &[("x-api-key", key.as_str())],
-    )
-    .await;
+    // Keys from DashClaw only subscribe: publishing with one is refused for its scope; a key
+    // the database does not know is not a credential at all.
+    let publish_with = |key: String| {
+        let url = hub.url(&format!("/v1/orgs/{org}/events"));
+        async move {
+            let (status, body, _) = post_json(
+                &url,
+                &json!({"event": "action.created"}),
+                &[("x-api-key", key.as_str())],
+            )
+            .await;
+            (status, error_code(&body))
+        }
+    };
     assert_eq!(
-        (status, error_code(&body).as_str()),
-        (403, "credential_not_allowed")
+        publish_with(key.clone()).await,
+        (403, "insufficient_scope".into())
+    );
+    assert_eq!(
+        publish_with(new_key()).await,
+        (401, "invalid_api_key".into())
     );
 
     // An open stream of a key that gets revoked ends within the TTL, with retry:.

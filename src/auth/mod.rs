@@ -449,10 +449,27 @@ impl Auth {
         self.db.as_ref().and_then(|db| db.unavailable())
     }
 
+    /// [`Self::authenticate`], looking a key up in DashClaw's database when the file and
+    /// `DASHCLAW_API_KEY` do not know it: a known database key is authenticated (and then
+    /// lacks the scope), an unknown one is a 401, an unreachable database a 503.
+    pub async fn authenticate_route(
+        &self,
+        credential: Option<&Credential>,
+    ) -> Result<Grant, AuthError> {
+        match (credential, &self.db) {
+            (Some(Credential::ApiKey(key)), Some(db)) if self.verify_api_key(key).is_err() => {
+                dashclaw_keys::verify_db_key(db, key)
+                    .await
+                    .map(|(grant, _)| grant)
+            }
+            _ => self.authenticate(credential),
+        }
+    }
+
     /// What the presented credential grants, for routes that publish or serve ops
-    /// (everything when auth is off). Needs no I/O: DashClaw's session cookies and
-    /// database keys only open org streams, so they are refused here once verified
-    /// (a database key without looking it up).
+    /// (everything when auth is off). Needs no I/O: DashClaw's session cookies only open
+    /// org streams, so they are refused here once verified, and so is a key the file and
+    /// `DASHCLAW_API_KEY` do not know (see [`Self::authenticate_route`]).
     pub fn authenticate(&self, credential: Option<&Credential>) -> Result<Grant, AuthError> {
         if self.is_off() {
             return Ok(Grant::open());

@@ -223,7 +223,8 @@ async fn publish(
 ) -> Result<HttpResponse, ApiError> {
     state
         .auth
-        .authenticate(credential(&req)?.as_ref())?
+        .authenticate_route(credential(&req)?.as_ref())
+        .await?
         .authorize(&topic, Scope::Publish)?;
     if !is_json(&req) {
         return Err(ApiError::UnsupportedMediaType);

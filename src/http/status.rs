@@ -90,7 +90,8 @@ pub async fn ops_stats(
 ) -> Result<HttpResponse, ApiError> {
     state
         .auth
-        .authenticate(credential(&req)?.as_ref())?
+        .authenticate_route(credential(&req)?.as_ref())
+        .await?
         .authorize(&Topic::Ops, Scope::Ops)?;
     if state.hub.is_shutting_down() {
         return Err(HubError::ShuttingDown.into());
