@@ -11,6 +11,18 @@ use dashclaw_realtime::server;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, so memory freed after a spike goes back to the system: with glibc's allocator
+/// the hub kept its peak (hundreds of MB after a churn of reconnecting clients) long after
+/// every stream and org had gone, because freed memory stayed in its per-thread arenas.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options: a background thread returns dirty pages after 1 s unused (muzzy
+/// ones after 1 s more), whether or not the process allocates again.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
+
 /// Realtime SSE hub for DashClaw.
 #[derive(Debug, Parser)]
 #[command(
