@@ -75,3 +75,11 @@ export async function waitForEvent(page, what, pred, timeoutMs = 20000) {
     return r.events.some(pred) ? r : false;
   }, what, timeoutMs, 50);
 }
+
+/** Waits until the page's EventSource has recorded the state `state`; returns the recording. */
+export async function waitForState(page, state, timeoutMs = 20000) {
+  return waitFor(async () => {
+    const r = await rec(page);
+    return r.states.includes(state) ? r : false;
+  }, `state ${state}`, timeoutMs, 50);
+}
