@@ -312,12 +312,15 @@ impl Metrics {
     }
 
     /// Counts `queued` live deliveries of one event published at `published_ms`: one
-    /// atomic add per event whatever the number of sessions, and its delivery lag.
-    pub fn record_live(&self, queued: u64, published_ms: u64) {
+    /// atomic add per event whatever the number of sessions; its delivery lag when `first`
+    /// (the first of the instance's supervisors to deliver it).
+    pub fn record_live(&self, queued: u64, published_ms: u64, first: bool) {
         if queued > 0 {
             self.events_delivered.inc_by(queued);
-            let lag_ms = crate::envelope::now_ms().saturating_sub(published_ms);
-            self.delivery_lag.observe(lag_ms as f64 / 1000.0);
+            if first {
+                let lag_ms = crate::envelope::now_ms().saturating_sub(published_ms);
+                self.delivery_lag.observe(lag_ms as f64 / 1000.0);
+            }
         }
     }
 

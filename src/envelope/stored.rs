@@ -6,6 +6,7 @@
 //! the canonical layout, so nothing a producer writes can split or forge an SSE frame.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -95,6 +96,9 @@ pub struct StoredEvent {
     pub published_ms: u64,
     /// The `/api/stream` frame, made on first use and shared from then on.
     legacy: OnceLock<Bytes>,
+    /// Set by the first supervisor to deliver the event (each worker has one per topic), so
+    /// the delivery lag is observed once per event.
+    delivered: AtomicBool,
 }
 
 impl StoredEvent {
@@ -120,6 +124,7 @@ impl StoredEvent {
             time_ms,
             published_ms,
             legacy: OnceLock::new(),
+            delivered: AtomicBool::new(false),
         }
     }
 
@@ -236,6 +241,11 @@ impl StoredEvent {
             payload: serde_json::Value::Null,
             cursor: self.cursor,
         })
+    }
+
+    /// True for the first caller only: the first delivery of this event on this instance.
+    pub fn first_delivery(&self) -> bool {
+        !self.delivered.swap(true, Ordering::Relaxed)
     }
 
     /// Bytes held for this event (the frame), for byte bounds.

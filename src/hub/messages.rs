@@ -68,6 +68,8 @@ pub struct Join {
     pub last_event_id: Option<String>,
     /// Why the client's position could not be replayed, for the legacy connected frame.
     pub replay_error: Option<&'static str>,
+    /// The HTTP worker thread the session's connection runs on, if any.
+    pub worker: Option<usize>,
 }
 
 /// The supervisor's answer to [`Join`].
@@ -109,10 +111,19 @@ pub struct BodyGone;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct SupervisorIdle {
-    /// Its topic.
-    pub topic: Topic,
+    /// Its topic and worker.
+    pub key: SupervisorKey,
     /// The registry's number for it, so a newer supervisor of the topic is not retired.
     pub generation: u64,
+}
+
+/// Which supervisor: a topic's, on one HTTP worker thread (or shared, off the workers).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SupervisorKey {
+    /// The topic.
+    pub topic: Topic,
+    /// The HTTP worker the supervisor runs on, if any.
+    pub worker: Option<usize>,
 }
 
 /// Ends every stream and refuses new ones: the hub is shutting down.
@@ -128,7 +139,12 @@ pub struct StopSupervisor;
 /// An HTTP worker's arbiter, offered to the registry for placing supervisors.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct WorkerArbiter(pub ArbiterHandle);
+pub struct WorkerArbiter {
+    /// The worker's number.
+    pub worker: usize,
+    /// Its arbiter.
+    pub arbiter: ArbiterHandle,
+}
 
 /// Asks the stream reader where a resume position lands.
 #[derive(Debug, Message)]

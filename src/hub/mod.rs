@@ -27,8 +27,9 @@ pub mod session;
 pub mod stream_reader;
 pub mod supervisor;
 
+use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use actix::prelude::*;
 use tracing::info_span;
@@ -50,7 +51,7 @@ pub use session::{ClientSession, SessionSpec};
 pub use stream_reader::StreamReader;
 pub use supervisor::TopicSupervisor;
 
-use session::{SessionLimits, SessionLinks};
+use session::{SessionContext, SessionLinks};
 
 /// A cheap-clone handle to a running hub: the in-process API.
 #[derive(Clone)]
@@ -62,7 +63,18 @@ pub struct HubHandle {
     connections: Arc<ConnectionCounter>,
     shutdown: ShutdownFlag,
     next_session: Arc<AtomicU64>,
+    /// This hub's number in the process, and the next worker number it hands out.
+    id: u64,
+    next_worker: Arc<AtomicUsize>,
     metrics: Metrics,
+}
+
+/// Hubs started in this process, so a worker thread's number is read only by its own hub.
+static NEXT_HUB: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// On an HTTP worker thread: its hub and its worker number.
+    static WORKER: Cell<Option<(u64, usize)>> = const { Cell::new(None) };
 }
 
 impl HubHandle {
@@ -104,6 +116,8 @@ impl HubHandle {
             connections,
             shutdown,
             next_session: Arc::new(AtomicU64::new(1)),
+            id: NEXT_HUB.fetch_add(1, Ordering::Relaxed),
+            next_worker: Arc::new(AtomicUsize::new(0)),
             metrics,
         }
     }
@@ -151,10 +165,15 @@ impl HubHandle {
             .ok_or_else(|| HubError::Backend(BrokerError::Protocol("empty publish result".into())))
     }
 
-    /// Offers the current thread's arbiter (an HTTP worker's) for placing supervisors.
+    /// Offers the current thread's arbiter (an HTTP worker's) for placing supervisors, and
+    /// numbers the worker, so the streams it opens join supervisors on this thread.
     pub fn register_worker_arbiter(&self) {
-        self.registry
-            .do_send(messages::WorkerArbiter(Arbiter::current()));
+        let worker = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        WORKER.with(|w| w.set(Some((self.id, worker))));
+        self.registry.do_send(messages::WorkerArbiter {
+            worker,
+            arbiter: Arbiter::current(),
+        });
     }
 
     /// Opens a stream: counts it, queues the `retry:` hint, and starts its session.
@@ -175,9 +194,14 @@ impl HubHandle {
             .map_or_else(|| "none".to_owned(), resume_for_log);
         let span =
             info_span!("session", org = %spec.topic.envelope_org(), session = id, resume = %resume);
-        let limits = SessionLimits {
+        let hub = self.id;
+        let worker = WORKER
+            .with(Cell::get)
+            .and_then(|(on, w)| (on == hub).then_some(w));
+        let limits = SessionContext {
             page_size: self.config.replay_page_size,
             retry_ms: self.config.retry_ms,
+            worker,
         };
         let session = ClientSession::new(
             id,

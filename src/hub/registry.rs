@@ -12,7 +12,7 @@ use tracing::{debug, info};
 use super::error::{HubError, MAX_BATCH};
 use super::messages::{
     Join, JoinOutcome, Publish, PublishFrom, PublishSource, ReadPage, Shutdown, StopSupervisor,
-    SupervisorIdle, WorkerArbiter,
+    SupervisorIdle, SupervisorKey, WorkerArbiter,
 };
 use super::supervisor::{SupervisorLinks, TopicSupervisor};
 use crate::broker::{Broker, PublishOutcome};
@@ -40,17 +40,22 @@ struct Running {
     generation: u64,
 }
 
-/// The registry actor.
+/// The registry actor. It keeps one supervisor per topic and HTTP worker thread: a worker's
+/// sessions join the supervisor on their own thread, so each event crosses threads once per
+/// worker (the broker's hand-off to that worker's supervisor) and every session's wake-up
+/// stays on its thread. Sessions opened off the workers (in-process embedders, benches) share
+/// one supervisor per topic.
 pub struct Registry {
     broker: Arc<dyn Broker>,
     config: Arc<Config>,
     reader: Recipient<ReadPage>,
-    supervisors: HashMap<Topic, Running>,
+    supervisors: HashMap<SupervisorKey, Running>,
+    /// Supervisors per topic (one per worker that has its sessions), for `orgs_active`.
+    per_topic: HashMap<Topic, usize>,
     next_generation: u64,
     arbiters: Vec<ArbiterHandle>,
-    /// The HTTP workers' own threads, once they registered: supervisors placed there wake
-    /// their sessions' connections without a cross-thread hand-off for half of them.
-    worker_arbiters: Vec<ArbiterHandle>,
+    /// The HTTP workers' own threads, by worker number, once they registered.
+    worker_arbiters: Vec<Option<ArbiterHandle>>,
     next_arbiter: usize,
     shutdown: ShutdownFlag,
     metrics: Metrics,
@@ -71,6 +76,7 @@ impl Registry {
             config,
             reader,
             supervisors: HashMap::new(),
+            per_topic: HashMap::new(),
             next_generation: 0,
             arbiters,
             worker_arbiters: Vec::new(),
@@ -80,46 +86,56 @@ impl Registry {
         }
     }
 
-    fn next_arbiter(&mut self) -> ArbiterHandle {
-        // A stopped worker (server shut down) refuses spawns; fall back to the hub's own.
-        self.worker_arbiters.retain(|a| a.spawn(async {}));
-        let pool = if self.worker_arbiters.is_empty() {
-            &self.arbiters
-        } else {
-            &self.worker_arbiters
-        };
-        let arbiter = pool[self.next_arbiter % pool.len()].clone();
+    /// Where a supervisor for `worker` runs: that worker's own thread while it runs, else
+    /// one of the hub's arbiters (a stopped worker refuses spawns).
+    fn arbiter_for(&mut self, worker: Option<usize>) -> ArbiterHandle {
+        if let Some(arbiter) = worker.and_then(|w| self.worker_arbiters.get(w)?.clone())
+            && arbiter.spawn(async {})
+        {
+            return arbiter;
+        }
+        let arbiter = self.arbiters[self.next_arbiter % self.arbiters.len()].clone();
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         arbiter
     }
 
-    /// The topic's running supervisor, started if there is none.
-    fn supervisor(&mut self, topic: &Topic, ctx: &mut Context<Self>) -> Addr<TopicSupervisor> {
-        if let Some(running) = self.supervisors.get(topic)
+    /// The running supervisor for `key`, started if there is none.
+    fn supervisor(&mut self, key: SupervisorKey, ctx: &mut Context<Self>) -> Addr<TopicSupervisor> {
+        if let Some(running) = self.supervisors.get(&key)
             && running.addr.connected()
         {
             return running.addr.clone();
         }
-        let arbiter = self.next_arbiter();
+        let arbiter = self.arbiter_for(key.worker);
         self.next_generation += 1;
         let generation = self.next_generation;
         let links = SupervisorLinks {
             registry: ctx.address().recipient(),
+            key: key.clone(),
             generation,
             reader: self.reader.clone(),
         };
-        let (topic_c, broker, config, metrics) = (
-            topic.clone(),
+        let (topic, broker, config, metrics) = (
+            key.topic.clone(),
             self.broker.clone(),
             self.config.clone(),
             self.metrics.clone(),
         );
         let addr = TopicSupervisor::start_in_arbiter(&arbiter, move |_| {
-            TopicSupervisor::new(topic_c, broker, links, config, metrics)
+            TopicSupervisor::new(topic, broker, links, config, metrics)
         });
-        debug!(%topic, "supervisor started");
+        debug!(topic = %key.topic, worker = ?key.worker, "supervisor started");
+        if self.supervisors.contains_key(&key) {
+            // Replacing a supervisor that stopped with its worker: the topic's count stays.
+        } else {
+            let count = self.per_topic.entry(key.topic.clone()).or_insert(0);
+            if *count == 0 {
+                self.metrics.orgs_active.inc();
+            }
+            *count += 1;
+        }
         self.supervisors.insert(
-            topic.clone(),
+            key,
             Running {
                 addr: addr.clone(),
                 generation,
@@ -218,7 +234,11 @@ impl Handler<Join> for Registry {
         if self.shutdown.is_set() {
             return Box::pin(async { JoinOutcome::Closed });
         }
-        let supervisor = self.supervisor(&join.topic, ctx);
+        let key = SupervisorKey {
+            topic: join.topic.clone(),
+            worker: join.worker,
+        };
+        let supervisor = self.supervisor(key, ctx);
         // A supervisor that stopped meanwhile is replaced on the session's next request.
         Box::pin(async move { supervisor.send(join).await.unwrap_or(JoinOutcome::Retry) })
     }
@@ -228,7 +248,10 @@ impl Handler<WorkerArbiter> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: WorkerArbiter, _ctx: &mut Self::Context) {
-        self.worker_arbiters.push(msg.0);
+        if self.worker_arbiters.len() <= msg.worker {
+            self.worker_arbiters.resize(msg.worker + 1, None);
+        }
+        self.worker_arbiters[msg.worker] = Some(msg.arbiter);
     }
 }
 
@@ -238,11 +261,18 @@ impl Handler<SupervisorIdle> for Registry {
     fn handle(&mut self, msg: SupervisorIdle, _ctx: &mut Self::Context) {
         let current = self
             .supervisors
-            .get(&msg.topic)
+            .get(&msg.key)
             .is_some_and(|running| running.generation == msg.generation);
-        if current && let Some(running) = self.supervisors.remove(&msg.topic) {
-            debug!(topic = %msg.topic, "idle supervisor retired");
+        if current && let Some(running) = self.supervisors.remove(&msg.key) {
+            debug!(topic = %msg.key.topic, worker = ?msg.key.worker, "idle supervisor retired");
             running.addr.do_send(StopSupervisor);
+            if let Some(count) = self.per_topic.get_mut(&msg.key.topic) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_topic.remove(&msg.key.topic);
+                    self.metrics.orgs_active.dec();
+                }
+            }
         }
     }
 }

@@ -59,6 +59,7 @@ struct Replay {
     outbox: Arc<Outbox>,
     links: SessionLinks,
     page_size: usize,
+    worker: Option<usize>,
     metrics: Metrics,
     /// Set when the client's position could not be replayed.
     replay_error: Cell<Option<&'static str>>,
@@ -77,6 +78,7 @@ impl Replay {
             unverified,
             last_event_id: self.spec.resume.as_ref().map(ResumePosition::as_text),
             replay_error: self.replay_error.get(),
+            worker: self.worker,
         }
     }
 
@@ -258,13 +260,15 @@ pub struct ClientSession {
     span: Span,
 }
 
-/// The settings a session needs, taken from the hub's config.
+/// What a session needs from its hub: settings, and where its connection runs.
 #[derive(Debug, Clone, Copy)]
-pub struct SessionLimits {
+pub struct SessionContext {
     /// Events per replay page.
     pub page_size: usize,
     /// The `retry:` hint.
     pub retry_ms: u64,
+    /// The HTTP worker thread the connection runs on, if any (its supervisor runs there).
+    pub worker: Option<usize>,
 }
 
 impl ClientSession {
@@ -274,7 +278,7 @@ impl ClientSession {
         spec: SessionSpec,
         outbox: Arc<Outbox>,
         links: SessionLinks,
-        limits: SessionLimits,
+        limits: SessionContext,
         metrics: Metrics,
         span: Span,
     ) -> Self {
@@ -289,6 +293,7 @@ impl ClientSession {
                 outbox: outbox.clone(),
                 links,
                 page_size: limits.page_size,
+                worker: limits.worker,
                 metrics,
                 replay_error: Cell::new(None),
             }),

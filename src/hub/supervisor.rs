@@ -14,7 +14,7 @@ use futures_util::stream;
 use tracing::{debug, info, warn};
 
 use super::messages::{
-    Join, JoinOutcome, Leave, ReadPage, Shutdown, StopSupervisor, SupervisorIdle,
+    Join, JoinOutcome, Leave, ReadPage, Shutdown, StopSupervisor, SupervisorIdle, SupervisorKey,
 };
 use super::outbox::{CloseReason, Outbox, PushResult};
 use crate::broker::{BackendHealth, Broker, InboxSignals, LiveMessage, live_channel};
@@ -89,6 +89,8 @@ impl Ring {
 pub struct SupervisorLinks {
     /// The registry, told when the supervisor is idle.
     pub registry: Recipient<SupervisorIdle>,
+    /// Which supervisor this is, in the registry.
+    pub key: SupervisorKey,
     /// The registry's number for this supervisor.
     pub generation: u64,
     /// The stream reader, for gap fills.
@@ -271,7 +273,8 @@ impl TopicSupervisor {
             self.sessions.remove(&id);
         }
         // Once per event, not per session: the hot path stays one atomic add.
-        self.metrics.record_live(queued, event.published_ms);
+        let first = queued > 0 && event.first_delivery();
+        self.metrics.record_live(queued, event.published_ms, first);
     }
 
     /// Offers a frame to a session's bounded queue, counting a slow disconnect on overflow.
@@ -435,7 +438,7 @@ impl TopicSupervisor {
         if !self.retiring && now.duration_since(since) >= self.config.supervisor_idle {
             self.retiring = true;
             self.links.registry.do_send(SupervisorIdle {
-                topic: self.topic.clone(),
+                key: self.links.key.clone(),
                 generation: self.links.generation,
             });
         }
@@ -489,14 +492,12 @@ impl Actor for TopicSupervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-        self.metrics.orgs_active.inc();
         self.subscribe(ctx);
         let period = self.sweep_period();
         ctx.run_interval(period, |act, ctx| act.sweep(ctx));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.metrics.orgs_active.dec();
         if let Some(id) = self.sink_id.take() {
             self.broker.unsubscribe(&self.topic, id);
         }
