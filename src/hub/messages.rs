@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytes::Bytes;
 
 use super::error::HubError;
-use super::outbox::Outbox;
+use super::outbox::{CloseReason, Outbox};
 use crate::broker::{self, BrokerError, PublishOutcome, Resolution};
 use crate::envelope::{Cursor, PublishRequest, ResumePosition, Topic};
 use crate::filter::EventFilter;
@@ -104,6 +105,17 @@ pub struct Leave {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct BodyGone;
+
+/// Ends a stream after what is queued and `final_frame` (a `retry:` hint); a session still
+/// replaying ends once its replay is written, so the client resumes after it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EndStream {
+    /// Why, for the metrics.
+    pub reason: CloseReason,
+    /// The last frame the client gets.
+    pub final_frame: Bytes,
+}
 
 /// A supervisor has had no sessions for its idle time and offers to stop.
 #[derive(Debug, Message)]
