@@ -155,10 +155,24 @@ pub struct ResolvePosition {
 /// One page of a stream, shared by every reader that asked for it.
 pub type Page = Arc<broker::Page>;
 
-/// Asks the stream reader for one page of events after a cursor.
+/// Asks the stream reader for one page of events after a cursor, as the stream is now
+/// (a supervisor's gap fill).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Page, BrokerError>")]
 pub struct ReadPage {
+    /// The stream.
+    pub topic: Topic,
+    /// Exclusive start.
+    pub after: Cursor,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// Asks the stream reader for one page of a session's replay: it may come from a page read
+/// moments ago for another session (whatever follows it is read fresh).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Page, BrokerError>")]
+pub struct ReplayPage {
     /// The stream.
     pub topic: Topic,
     /// Exclusive start.

@@ -11,6 +11,7 @@
 //! - [`supervisor`]: `TopicSupervisor`, one per active topic (an org or the ops channel);
 //! - [`session`]: `ClientSession`, one per connection (replay, then join);
 //! - [`stream_reader`]: `StreamReader`, every read of the streams, identical reads shared;
+//! - [`page_cache`]: recent pages, so replays from nearby positions cost no read;
 //! - [`messages`]: the messages between them;
 //! - [`outbox`], [`body`]: a connection's bounded queue and the HTTP body draining it;
 //! - [`connections`]: open streams against the limits;
@@ -29,6 +30,7 @@ pub mod lifetime;
 pub mod messages;
 pub mod outbox;
 pub mod pacing;
+pub mod page_cache;
 pub mod registry;
 pub mod session;
 pub mod stream_reader;
@@ -86,9 +88,11 @@ impl HubHandle {
             .map_or(2, |n| n.get())
             .clamp(1, 8);
         let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
-        let reader_broker = broker.clone();
-        let reader =
-            StreamReader::start_in_arbiter(&arbiters[0], move |_| StreamReader::new(reader_broker));
+        let (reader_broker, window_ms, reader_metrics) =
+            (broker.clone(), config.window_ms(), metrics.clone());
+        let reader = StreamReader::start_in_arbiter(&arbiters[0], move |_| {
+            StreamReader::new(reader_broker, window_ms, reader_metrics)
+        });
         let shutdown = ShutdownFlag::default();
         let registry = Registry::new(
             broker.clone(),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::{Instrument, Span, debug, warn};
 
 use super::lifetime::{self, Lifetime};
-use super::messages::{BodyGone, EndStream, Join, JoinOutcome, Leave, ReadPage, ResolvePosition};
+use super::messages::{BodyGone, EndStream, Join, JoinOutcome, Leave, ReplayPage, ResolvePosition};
 use super::outbox::{CloseReason, Outbox};
 use crate::envelope::{Cursor, ResumePosition, Topic};
 use crate::filter::EventFilter;
@@ -48,7 +48,7 @@ pub struct SessionLinks {
     /// The stream reader's lookups.
     pub resolve: Recipient<ResolvePosition>,
     /// The stream reader's pages.
-    pub read: Recipient<ReadPage>,
+    pub read: Recipient<ReplayPage>,
 }
 
 /// The replay-then-join task, detached from the actor so it can run as one future.
@@ -112,7 +112,7 @@ impl Replay {
             let page = self
                 .links
                 .read
-                .send(ReadPage {
+                .send(ReplayPage {
                     topic: self.spec.topic.clone(),
                     after: cursor,
                     limit: self.page_size,
