@@ -43,7 +43,8 @@ pub struct ClosedCounters {
     pub max_age: IntCounter,
 }
 
-/// `stream_reads_total` by how the read was served.
+/// `stream_reads_total` (reads for resumes: lookups and replay pages) by how the read was
+/// served.
 #[derive(Debug, Clone)]
 pub struct StreamReadCounters {
     /// A call to the backend.
@@ -111,7 +112,7 @@ pub struct MetricSet {
     /// New streams refused because they arrived faster than
     /// `REALTIME_MAX_NEW_STREAMS_PER_SECOND`.
     pub paced_refusals: IntCounter,
-    /// Reads of the streams by how they were served.
+    /// Reads of the streams for resumes, by how they were served.
     pub stream_reads: StreamReadCounters,
     /// Envelopes read from Redis (pub/sub or streams) that failed validation and were dropped.
     pub invalid_events: IntCounter,
@@ -245,7 +246,7 @@ impl StreamReadCounters {
         let reads = counter_vec(
             r,
             "stream_reads_total",
-            "Reads of the replay streams (resume lookups and pages), by how they were served",
+            "Reads of the streams for resumes (position lookups and replay pages), by how they were served",
             "served",
         );
         Self {

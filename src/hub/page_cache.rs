@@ -115,15 +115,17 @@ impl PageCache {
         })
     }
 
-    /// Whether a recent page holds an event with this cursor: the stream held it then, and
-    /// everything after it (a stream is only trimmed from its oldest end).
+    /// Whether a recent page proves the stream held this position and everything after it:
+    /// the page holds an event with this cursor (a stream is only trimmed from its oldest
+    /// end), or was read after it and found events and nothing lost.
     pub fn holds(&self, topic: &Topic, cursor: Cursor, now: Instant) -> bool {
         self.fresh(topic, now).any(|cached| {
-            cached
-                .page
-                .events
-                .binary_search_by(|e| e.cursor().cmp(&Some(cursor)))
-                .is_ok()
+            let page = &cached.page;
+            (cached.after == cursor && !page.lost)
+                || page
+                    .events
+                    .binary_search_by(|e| e.cursor().cmp(&Some(cursor)))
+                    .is_ok()
         })
     }
 
@@ -226,6 +228,10 @@ mod tests {
                 .is_none()
         );
         assert!(cache.holds(&topic(), Cursor::new(1000, 10), now));
+        assert!(
+            cache.holds(&topic(), Cursor::new(1000, 0), now),
+            "the page's own start"
+        );
         assert!(!cache.holds(&topic(), Cursor::new(1000, 11), now));
         // A page that was not full says so for what it serves.
         cache.insert(&topic(), Cursor::new(1000, 10), page(11, 12, false), now);

@@ -93,7 +93,7 @@ impl StreamReader {
         }
     }
 
-    /// Counts a read served by the backend (`new`) or shared with one in flight.
+    /// Counts a resume read served by the backend (`new`) or shared with one in flight.
     fn count(&self, new: bool) {
         let reads = &self.metrics.stream_reads;
         if new {
@@ -103,19 +103,19 @@ impl StreamReader {
         }
     }
 
-    /// A page from the broker, shared with an identical read in flight; kept for nearby
-    /// replays once read.
+    /// A page from the broker, shared with an identical read in flight (the flag says
+    /// whether this call started it); kept for nearby replays once read.
     fn read(
         &mut self,
         key: (Topic, Cursor, usize),
         ctx: &mut Context<Self>,
-    ) -> ResponseFuture<Result<Page, BrokerError>> {
+    ) -> (ResponseFuture<Result<Page, BrokerError>>, bool) {
         let broker = self.broker.clone();
         let (read, new) = self.pages.join_or_start(&key, || {
             let read = broker.read_after(key.0.clone(), key.1, key.2);
             async move { read.await.map(Arc::new) }.boxed()
         });
-        self.count(new.is_some());
+        let started = new.is_some();
         if let Some(id) = new {
             ctx.spawn(read.clone().into_actor(self).map(move |result, act, _| {
                 act.pages.finish(&key, id);
@@ -124,7 +124,7 @@ impl StreamReader {
                 }
             }));
         }
-        Box::pin(read)
+        (Box::pin(read), started)
     }
 }
 
@@ -143,8 +143,9 @@ impl Handler<ReadPage> for StreamReader {
     type Result = ResponseFuture<Result<Page, BrokerError>>;
 
     fn handle(&mut self, msg: ReadPage, ctx: &mut Self::Context) -> Self::Result {
-        // Gap fills need the stream as it is now: never from recent pages.
-        self.read((msg.topic, msg.after, msg.limit), ctx)
+        // Gap fills need the stream as it is now: never from recent pages. They are counted
+        // by `gap_fills_total`, not as resume reads.
+        self.read((msg.topic, msg.after, msg.limit), ctx).0
     }
 }
 
@@ -160,7 +161,9 @@ impl Handler<ReplayPage> for StreamReader {
             self.metrics.stream_reads.cache.inc();
             return Box::pin(async move { Ok(Arc::new(page)) });
         }
-        self.read((msg.topic, msg.after, msg.limit), ctx)
+        let (read, started) = self.read((msg.topic, msg.after, msg.limit), ctx);
+        self.count(started);
+        read
     }
 }
 
@@ -413,6 +416,10 @@ mod tests {
             .unwrap();
         assert_eq!(fill.events.len(), 14);
         assert_eq!(broker.reads.load(Ordering::SeqCst), 3);
-        assert_eq!(metrics.stream_reads.backend.get(), 3);
+        assert_eq!(
+            metrics.stream_reads.backend.get(),
+            2,
+            "gap fills are not resume reads"
+        );
     }
 }
