@@ -63,6 +63,22 @@ fn seconds(env: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clo
     move |raw| positive(raw).map(Duration::from_secs)
 }
 
+/// Whole seconds, 0 allowed (0 turns the feature off or skips the wait, as documented).
+fn seconds_or_zero(env: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |raw| match raw.trim().parse::<u64>() {
+        Ok(v) => Ok(Duration::from_secs(v)),
+        _ => Err(format!("{env} must be a non-negative integer, got {raw:?}")),
+    }
+}
+
+fn non_negative_u32(env: &'static str) -> impl Fn(&str) -> Result<u32, String> + Clone {
+    move |raw| {
+        raw.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{env} must be a non-negative integer, got {raw:?}"))
+    }
+}
+
 fn millis(env: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
     let positive = positive_u64(env);
     move |raw| positive(raw).map(Duration::from_millis)
@@ -264,6 +280,21 @@ pub struct Config {
     #[arg(long = "shutdown-grace-seconds", env = "REALTIME_SHUTDOWN_GRACE_SECONDS",
           default_value = "10", value_parser = seconds("REALTIME_SHUTDOWN_GRACE_SECONDS"))]
     pub shutdown_grace: Duration,
+    /// Seconds between SIGTERM and the first stream closed: `/readyz` already answers 503,
+    /// new streams are still accepted, so a load balancer can take the instance out first.
+    #[arg(long = "drain-delay-seconds", env = "REALTIME_DRAIN_DELAY_SECONDS", default_value = "5",
+          value_parser = seconds_or_zero("REALTIME_DRAIN_DELAY_SECONDS"))]
+    pub drain_delay: Duration,
+    /// Longest life of a stream in seconds (each stream's own age is jittered by ±10 %);
+    /// 0 = no limit.
+    #[arg(long = "max-stream-seconds", env = "REALTIME_MAX_STREAM_SECONDS", default_value = "1800",
+          value_parser = seconds_or_zero("REALTIME_MAX_STREAM_SECONDS"))]
+    pub max_stream_age: Duration,
+    /// New streams accepted per second on this instance (token bucket, one second of burst);
+    /// 0 = no limit.
+    #[arg(long, env = "REALTIME_MAX_NEW_STREAMS_PER_SECOND", default_value_t = DEFAULT_MAX_NEW_STREAMS_PER_SECOND,
+          value_parser = non_negative_u32("REALTIME_MAX_NEW_STREAMS_PER_SECOND"))]
+    pub max_new_streams_per_second: u32,
     /// Seconds a peer may accept no data before its connection is dropped (TCP_USER_TIMEOUT).
     #[arg(long = "send-timeout-seconds", env = "REALTIME_SEND_TIMEOUT_SECONDS",
           default_value = "30", value_parser = seconds("REALTIME_SEND_TIMEOUT_SECONDS"))]
@@ -330,6 +361,11 @@ pub enum ConfigError {
     #[error("{0}")]
     Auth(String),
 }
+
+/// Default of `REALTIME_MAX_NEW_STREAMS_PER_SECOND`: what one instance on the development
+/// machine (2 cores) admits while its live clients keep their delivery p99 (README,
+/// "Accept pacing").
+pub const DEFAULT_MAX_NEW_STREAMS_PER_SECOND: u32 = 500;
 
 /// Shortest `REALTIME_JWT_SECRET` accepted: 256 bits, the size of an HS256 key.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -460,6 +496,11 @@ impl Config {
         out
     }
 
+    /// The longest a stream lives, when limited.
+    pub fn max_stream_age(&self) -> Option<Duration> {
+        (!self.max_stream_age.is_zero()).then_some(self.max_stream_age)
+    }
+
     /// Replay window in milliseconds.
     pub fn window_ms(&self) -> u64 {
         self.replay_window.as_millis() as u64
@@ -511,6 +552,28 @@ mod tests {
         assert_eq!(config.api_key_cache, Duration::from_secs(30));
         assert_eq!(config.dashclaw_mode, "self_host");
         assert_eq!(config.per_org_limit(), config.max_connections);
+        assert_eq!(config.drain_delay, Duration::from_secs(5));
+        assert_eq!(config.max_stream_age(), Some(Duration::from_secs(1800)));
+        assert_eq!(
+            config.max_new_streams_per_second,
+            DEFAULT_MAX_NEW_STREAMS_PER_SECOND
+        );
+    }
+
+    #[test]
+    fn lifecycle_settings_take_zero() {
+        let config = parse(&[
+            "--drain-delay-seconds",
+            "0",
+            "--max-stream-seconds",
+            "0",
+            "--max-new-streams-per-second",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(config.drain_delay, Duration::ZERO);
+        assert_eq!(config.max_stream_age(), None);
+        assert_eq!(config.max_new_streams_per_second, 0);
     }
 
     fn parse(env: &[&str]) -> Result<Config, ConfigError> {

@@ -37,6 +37,22 @@ pub struct ClosedCounters {
     pub expired: IntCounter,
     /// Ended because the key that opened it was revoked.
     pub revoked: IntCounter,
+    /// Ended by the paced drain of a stopping instance.
+    pub drain: IntCounter,
+    /// Ended at its maximum age (`REALTIME_MAX_STREAM_SECONDS`).
+    pub max_age: IntCounter,
+}
+
+/// `stream_reads_total` (reads for resumes: lookups and replay pages) by how the read was
+/// served.
+#[derive(Debug, Clone)]
+pub struct StreamReadCounters {
+    /// A call to the backend.
+    pub backend: IntCounter,
+    /// Shared with an identical read in flight.
+    pub shared: IntCounter,
+    /// Served from a page read moments ago for another resume.
+    pub cache: IntCounter,
 }
 
 /// `events_published_total` by path.
@@ -93,6 +109,11 @@ pub struct MetricSet {
     pub redis_reconnects: IntCounter,
     /// Supervisor gap fills that delivered at least one event.
     pub gap_fills: IntCounter,
+    /// New streams refused because they arrived faster than
+    /// `REALTIME_MAX_NEW_STREAMS_PER_SECOND`.
+    pub paced_refusals: IntCounter,
+    /// Reads of the streams for resumes, by how they were served.
+    pub stream_reads: StreamReadCounters,
     /// Envelopes read from Redis (pub/sub or streams) that failed validation and were dropped.
     pub invalid_events: IntCounter,
     /// Accept (hub validation) to stored (broker acknowledged), in seconds.
@@ -124,6 +145,12 @@ pub struct Snapshot {
     pub replay_expired: u64,
     /// Clients disconnected for not reading.
     pub slow_disconnects: u64,
+    /// New streams refused by the accept pace.
+    pub paced_refusals: u64,
+    /// Streams ended by the drain of a stopping instance.
+    pub drain_closes: u64,
+    /// Streams ended at their maximum age.
+    pub max_age_closes: u64,
 }
 
 /// A cheap-clone handle to one hub's metrics.
@@ -208,6 +235,24 @@ impl ClosedCounters {
             backend: closed.with_label_values(&["backend"]),
             expired: closed.with_label_values(&["expired"]),
             revoked: closed.with_label_values(&["revoked"]),
+            drain: closed.with_label_values(&["drain"]),
+            max_age: closed.with_label_values(&["max_age"]),
+        }
+    }
+}
+
+impl StreamReadCounters {
+    fn register(r: &Registry) -> Self {
+        let reads = counter_vec(
+            r,
+            "stream_reads_total",
+            "Reads of the streams for resumes (position lookups and replay pages), by how they were served",
+            "served",
+        );
+        Self {
+            backend: reads.with_label_values(&["backend"]),
+            shared: reads.with_label_values(&["shared"]),
+            cache: reads.with_label_values(&["cache"]),
         }
     }
 }
@@ -281,6 +326,12 @@ impl Metrics {
                 "gap_fills_total",
                 "Gaps filled from the stream (fills that delivered at least one event)",
             ),
+            paced_refusals: counter(
+                &r,
+                "paced_refusals_total",
+                "New streams refused with 503 because they arrived faster than the accept pace",
+            ),
+            stream_reads: StreamReadCounters::register(&r),
             invalid_events: counter(
                 &r,
                 "invalid_events_total",
@@ -346,6 +397,9 @@ impl Metrics {
             replay_hits: self.replay_requests.hit.get(),
             replay_expired: self.replay_requests.expired.get(),
             slow_disconnects: self.slow_disconnects.get(),
+            paced_refusals: self.paced_refusals.get(),
+            drain_closes: self.connections_closed.drain.get(),
+            max_age_closes: self.connections_closed.max_age.get(),
         }
     }
 
@@ -373,6 +427,10 @@ mod tests {
             "dashclaw_realtime_connections_closed_total{reason=\"limit\"} 0",
             "dashclaw_realtime_connections_closed_total{reason=\"expired\"} 0",
             "dashclaw_realtime_connections_closed_total{reason=\"revoked\"} 0",
+            "dashclaw_realtime_connections_closed_total{reason=\"drain\"} 0",
+            "dashclaw_realtime_connections_closed_total{reason=\"max_age\"} 0",
+            "dashclaw_realtime_paced_refusals_total 0",
+            "dashclaw_realtime_stream_reads_total{served=\"cache\"} 0",
             "dashclaw_realtime_events_published_total{path=\"redis_external\"} 0",
             "dashclaw_realtime_replay_requests_total{result=\"expired\"} 0",
             "dashclaw_realtime_delivery_lag_seconds_count 0",

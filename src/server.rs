@@ -1,8 +1,9 @@
-//! Binding, the HTTP server, and the orderly shutdown that ends every stream.
+//! Binding, the HTTP server, and the orderly shutdown: the paced drain on a signal.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
@@ -17,6 +18,11 @@ use crate::config::{BackendKind, Config};
 use crate::http::{self, AppState};
 use crate::hub::HubHandle;
 use crate::metrics::Metrics;
+use crate::shutdown::{Signals, exit_code};
+
+/// After the grace time, how long the last closed streams (and replays still being written
+/// to slow clients) have to finish before the server drops them.
+pub const FLUSH_TIME: Duration = Duration::from_secs(5);
 
 /// Errors that stop the hub from starting.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +143,7 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
     .max_connections(per_worker)
     .client_request_timeout(request_timeout)
     .disable_signals()
-    .shutdown_timeout(grace.as_secs())
+    .shutdown_timeout((grace + FLUSH_TIME).as_secs())
     .listen(listener)
     .map_err(|source| StartError::Bind { addr, source })?
     .run();
@@ -154,23 +160,40 @@ pub fn start(config: Config, auth: Auth) -> Result<RunningServer, StartError> {
     })
 }
 
-/// Refuses new streams, stops accepting connections, and ends every open stream so
-/// clients reconnect elsewhere with `Last-Event-ID`.
+/// Refuses new streams, stops accepting connections, and ends every open stream at once
+/// so clients reconnect elsewhere with `Last-Event-ID` (for embedders stopping the hub
+/// themselves; a signal runs the paced [`drain_and_stop`]).
 pub async fn begin_shutdown(hub: &HubHandle, handle: &ServerHandle) {
     let stop = handle.stop(true);
     actix_web::rt::spawn(stop);
     hub.shutdown().await;
 }
 
-/// Runs the hub until SIGTERM or SIGINT, then shuts down within the grace time.
+/// The paced drain (`/readyz` 503 at once, streams still served for the drain delay, then
+/// no longer accepting and the open streams closed evenly over the grace time), then the
+/// server stops once the last streams are flushed.
+pub async fn drain_and_stop(hub: &HubHandle, handle: &ServerHandle) {
+    let handle = handle.clone();
+    hub.drain(move || {
+        actix_web::rt::spawn(handle.stop(true));
+    })
+    .await;
+}
+
+/// Runs the hub until SIGTERM or SIGINT, then drains (see [`drain_and_stop`]) and exits;
+/// a second signal ends the process at once.
 pub async fn serve(config: Config, auth: Auth) -> Result<(), StartError> {
     let running = start(config, auth)?;
     let hub = running.hub.clone();
     let handle = running.server_handle();
+    let mut signals = Signals::install();
     actix_web::rt::spawn(async move {
-        let signal = crate::shutdown::wait_for_signal().await;
+        let signal = signals.next().await;
         info!(signal, open = hub.open_connections(), "shutting down");
-        begin_shutdown(&hub, &handle).await;
+        actix_web::rt::spawn(async move { drain_and_stop(&hub, &handle).await });
+        let again = signals.next().await;
+        warn!(signal = again, "second signal: stopping at once");
+        std::process::exit(exit_code(again));
     });
     if let Err(error) = running.run().await {
         warn!(%error, "server ended with an error");

@@ -208,16 +208,6 @@ async fn replays_to_clients_that_never_read_are_bounded() {
 // Lookups of unknown ids: bounded, and shared.
 // ---------------------------------------------------------------------------------------------
 
-async fn redis_calls(redis: &common::TestRedis, command: &str) -> u64 {
-    let info = redis.cmd(&["INFO", "commandstats"]).await;
-    let text = info.text().unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Resumes by an envelope id the hub never stored (DashClaw's `evt_<uuid>` ids have no
 /// idempotency key, so finding one means scanning the stream). Twenty different unknown ids
 /// at once: scans are bounded in bytes and in number, so peak memory stays small and every
@@ -267,7 +257,7 @@ async fn unknown_id_resumes_are_bounded_and_shared() {
 
     // The same unknown id twenty times while Redis is frozen: one lookup serves them all.
     let id = common::node_event_id();
-    let gets_before = redis_calls(redis, "get").await;
+    let gets_before = redis.calls("get").await;
     redis.pause(true);
     let waiting: Vec<_> = (0..20)
         .map(|_| {
@@ -297,7 +287,7 @@ async fn unknown_id_resumes_are_bounded_and_shared() {
     for resume in waiting {
         assert_eq!(resume.await.expect("resume task").event, "realtime.resync");
     }
-    let gets = redis_calls(redis, "get").await - gets_before;
+    let gets = redis.calls("get").await - gets_before;
     assert_eq!(
         gets, 1,
         "one idempotency-key lookup for twenty identical resumes"

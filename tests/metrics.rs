@@ -39,6 +39,8 @@ const CONTRACT_METRICS: &[(&str, &str)] = &[
     ("dashclaw_realtime_slow_disconnects_total", "counter"),
     ("dashclaw_realtime_redis_reconnects_total", "counter"),
     ("dashclaw_realtime_gap_fills_total", "counter"),
+    ("dashclaw_realtime_paced_refusals_total", "counter"),
+    ("dashclaw_realtime_stream_reads_total", "counter"),
     ("dashclaw_realtime_publish_duration_seconds", "histogram"),
     ("dashclaw_realtime_delivery_lag_seconds", "histogram"),
     ("dashclaw_realtime_session_queue_bytes", "histogram"),
@@ -137,8 +139,17 @@ async fn metrics_endpoint_serves_every_contract_metric() {
             "{type_line:?} missing in:\n{text}"
         );
     }
-    for reason in ["client", "slow", "shutdown", "limit", "auth"] {
+    for reason in [
+        "client", "slow", "shutdown", "limit", "auth", "drain", "max_age",
+    ] {
         closed(&text, reason);
+    }
+    for served in ["backend", "shared", "cache"] {
+        value(
+            &text,
+            "dashclaw_realtime_stream_reads_total",
+            &[("served", served)],
+        );
     }
     for path in ["in_process", "http", "redis_external"] {
         published(&text, path);
@@ -325,7 +336,7 @@ async fn closing_a_stream_is_counted_as_client(backend: Backend) {
     .await;
     assert_eq!(closed(&after, "client") - closed(&before, "client"), 1.0);
     assert_eq!(plain(&after, "dashclaw_realtime_connections"), 1.0);
-    for reason in ["slow", "shutdown", "limit", "auth"] {
+    for reason in ["slow", "shutdown", "limit", "auth", "drain", "max_age"] {
         assert_eq!(closed(&after, reason), closed(&before, reason), "{reason}");
     }
 }

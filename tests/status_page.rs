@@ -126,6 +126,10 @@ async fn stats_counters_move_when_events_flow(backend: Backend) {
         stats.raw_text()
     );
     assert_eq!(before["backend"], backend.name());
+    assert_eq!(before["lifecycle"], "serving");
+    for counter in ["paced_refusals", "drain_closes", "max_age_closes"] {
+        assert_eq!(before[counter].as_u64(), Some(0), "{counter}: {before}");
+    }
     let instance = before["instance_id"]
         .as_str()
         .expect("instance_id")
@@ -176,6 +180,10 @@ async fn stats_stream_ends_cleanly_on_shutdown() {
     let mut stats = SseClient::connect_ok(&hub.url("/v1/ops/stats"), &[]).await;
     stats.expect_event_named("stats", WAIT).await;
     assert!(hub.sigterm());
+    // Through the drain delay the page keeps updating and shows the instance draining.
+    let draining = stats_until(&mut stats, "the drain", |s| s["lifecycle"] == "draining").await;
+    assert_eq!(draining["backend_state"], "unavailable", "{draining}");
+    assert_eq!(draining["backend_reason"], "shutting down", "{draining}");
     assert_eq!(stats.wait_end(WAIT).await, Some(End::Clean));
     assert!(
         hub.wait_exit(WAIT).await.is_some_and(|s| s.success()),

@@ -81,6 +81,7 @@ impl ApiError {
                 HubError::ShuttingDown => "shutting_down",
                 HubError::TooManyConnections(_) => "too_many_connections",
                 HubError::TooManyConnectionsForOrg(_) => "too_many_connections_for_org",
+                HubError::Paced { .. } => "too_many_new_streams",
             },
         }
     }
@@ -89,6 +90,10 @@ impl ApiError {
         match self {
             // Past the key database's connect timeout, so a retry can find it back.
             Self::Auth(AuthError::Unavailable) => Some(5),
+            // Jittered by the pacer, so refused clients do not come back together.
+            Self::Hub(HubError::Paced {
+                retry_after_secs, ..
+            }) => Some(*retry_after_secs),
             Self::Hub(
                 HubError::Backend(_)
                 | HubError::ShuttingDown
@@ -124,9 +129,10 @@ impl ResponseError for ApiError {
                 }
                 | HubError::BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 HubError::Invalid { .. } | HubError::EmptyBatch => StatusCode::UNPROCESSABLE_ENTITY,
-                HubError::Backend(_) | HubError::ShuttingDown | HubError::TooManyConnections(_) => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                HubError::Backend(_)
+                | HubError::ShuttingDown
+                | HubError::TooManyConnections(_)
+                | HubError::Paced { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 HubError::TooManyConnectionsForOrg(_) => StatusCode::TOO_MANY_REQUESTS,
             },
         }

@@ -78,6 +78,7 @@ pub fn snapshot(state: &AppState) -> Value {
         fields.insert("backend".into(), json!(state.hub.backend().as_str()));
         fields.insert("backend_state".into(), json!(status));
         fields.insert("backend_reason".into(), json!(reason));
+        fields.insert("lifecycle".into(), json!(state.hub.lifecycle().as_str()));
         fields.insert("ts_ms".into(), json!(crate::envelope::now_ms()));
     }
     value
@@ -93,7 +94,7 @@ pub async fn ops_stats(
         .authenticate_route(credential(&req)?.as_ref())
         .await?
         .authorize(&Topic::Ops, Scope::Ops)?;
-    if state.hub.is_shutting_down() {
+    if !state.hub.accepts_streams() {
         return Err(HubError::ShuttingDown.into());
     }
     let retry = Duration::from_millis(state.hub.config().retry_ms);
@@ -103,7 +104,8 @@ pub async fn ops_stats(
         (state.into_inner(), interval),
         |(state, mut interval)| async move {
             interval.tick().await;
-            if state.hub.is_shutting_down() {
+            // Through the drain delay the page shows the instance draining.
+            if !state.hub.accepts_streams() {
                 return None;
             }
             let event = sse::Data::new(snapshot(&state).to_string()).event("stats");

@@ -124,7 +124,11 @@ fn lifetime(verified: &Verified) -> Lifetime {
         });
         Recheck { every, check }
     });
-    Lifetime { deadline, recheck }
+    Lifetime {
+        deadline,
+        recheck,
+        max_age: None,
+    }
 }
 
 /// The resume position: `Last-Event-ID`, else `last_event_id`, else `lastEventId`.
@@ -173,5 +177,8 @@ fn open(
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache, no-transform"))
         .insert_header(("X-Accel-Buffering", "no"))
+        // Which instance serves the stream: lets operators (and the load tool) see how
+        // streams spread over instances sharing one address.
+        .insert_header(("X-Realtime-Instance", state.metrics.instance_id.as_str()))
         .body(body))
 }

@@ -10,6 +10,7 @@ use actix_web::body::{BodySize, MessageBody};
 use bytes::Bytes;
 
 use super::connections::ConnectionPermit;
+use super::drain::TrackedStream;
 use super::messages::BodyGone;
 use super::outbox::Outbox;
 
@@ -18,6 +19,8 @@ pub struct SessionBody {
     outbox: Arc<Outbox>,
     session: Recipient<BodyGone>,
     permit: ConnectionPermit,
+    /// Keeps the stream on the drain's list while the body lives.
+    _tracked: TrackedStream,
 }
 
 impl SessionBody {
@@ -26,11 +29,13 @@ impl SessionBody {
         outbox: Arc<Outbox>,
         session: Recipient<BodyGone>,
         permit: ConnectionPermit,
+        tracked: TrackedStream,
     ) -> Self {
         Self {
             outbox,
             session,
             permit,
+            _tracked: tracked,
         }
     }
 }

@@ -122,6 +122,8 @@ impl Drop for ConnectionPermit {
             CloseReason::Backend => closed.backend.inc(),
             CloseReason::Expired => closed.expired.inc(),
             CloseReason::Revoked => closed.revoked.inc(),
+            CloseReason::Drain => closed.drain.inc(),
+            CloseReason::MaxAge => closed.max_age.inc(),
         }
     }
 }

@@ -32,6 +32,16 @@ pub enum HubError {
     /// This instance holds its maximum number of connections.
     #[error("this instance holds its maximum of {0} connections")]
     TooManyConnections(usize),
+    /// New streams arrive faster than this instance admits them; retry after the delay.
+    #[error(
+        "this instance admits at most {per_second} new streams per second; retry after {retry_after_secs} s"
+    )]
+    Paced {
+        /// The configured pace.
+        per_second: u32,
+        /// Jittered seconds for `Retry-After`.
+        retry_after_secs: u32,
+    },
     /// The org holds its maximum number of connections on this instance.
     #[error("this org holds its maximum of {0} connections on this instance")]
     TooManyConnectionsForOrg(usize),

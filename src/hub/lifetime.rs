@@ -1,6 +1,8 @@
 //! How long a stream may live: until its credential's expiry, and, for a credential that
-//! can be revoked, while a periodic re-check still holds. The hub knows nothing of
-//! credentials: the HTTP layer hands it a deadline and a re-check closure.
+//! can be revoked, while a periodic re-check still holds; and at most its maximum age, after
+//! which the client resumes (maybe on another instance, which is how clients spread over an
+//! instance added later). The hub knows nothing of credentials: the HTTP layer hands it a
+//! deadline and a re-check closure; the hub adds the age.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -32,6 +34,9 @@ pub struct Lifetime {
     pub deadline: Option<Instant>,
     /// The stream ends when a check says no (`CloseReason::Revoked`).
     pub recheck: Option<Recheck>,
+    /// The stream ends here because it is old enough, with a final `retry:` frame
+    /// (`CloseReason::MaxAge`).
+    pub max_age: Option<Instant>,
 }
 
 impl std::fmt::Debug for Lifetime {
@@ -39,12 +44,14 @@ impl std::fmt::Debug for Lifetime {
         f.debug_struct("Lifetime")
             .field("deadline", &self.deadline)
             .field("recheck_every", &self.recheck.as_ref().map(|r| r.every))
+            .field("max_age", &self.max_age)
             .finish()
     }
 }
 
 /// Arms an actor's timers for `lifetime`: `end` is called with `Expired` at the deadline,
-/// or with `Revoked` when a check fails. One check runs at a time.
+/// with `MaxAge` at the maximum age, or with `Revoked` when a check fails. One check runs
+/// at a time.
 pub(crate) fn watch<A>(
     lifetime: &Lifetime,
     ctx: &mut Context<A>,
@@ -55,6 +62,10 @@ pub(crate) fn watch<A>(
     if let Some(deadline) = lifetime.deadline {
         let wait = deadline.saturating_duration_since(Instant::now());
         ctx.run_later(wait, move |act, ctx| end(act, CloseReason::Expired, ctx));
+    }
+    if let Some(at) = lifetime.max_age {
+        let wait = at.saturating_duration_since(Instant::now());
+        ctx.run_later(wait, move |act, ctx| end(act, CloseReason::MaxAge, ctx));
     }
     if let Some(recheck) = lifetime.recheck.clone() {
         let busy = Rc::new(Cell::new(false));

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytes::Bytes;
 
 use super::error::HubError;
-use super::outbox::Outbox;
+use super::outbox::{CloseReason, Outbox};
 use crate::broker::{self, BrokerError, PublishOutcome, Resolution};
 use crate::envelope::{Cursor, PublishRequest, ResumePosition, Topic};
 use crate::filter::EventFilter;
@@ -107,6 +108,17 @@ pub struct Leave {
 #[rtype(result = "()")]
 pub struct BodyGone;
 
+/// Ends a stream after what is queued and `final_frame` (a `retry:` hint); a session still
+/// replaying ends once its replay is written, so the client resumes after it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EndStream {
+    /// Why, for the metrics.
+    pub reason: CloseReason,
+    /// The last frame the client gets.
+    pub final_frame: Bytes,
+}
+
 /// A supervisor has had no sessions for its idle time and offers to stop.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -159,10 +171,24 @@ pub struct ResolvePosition {
 /// One page of a stream, shared by every reader that asked for it.
 pub type Page = Arc<broker::Page>;
 
-/// Asks the stream reader for one page of events after a cursor.
+/// Asks the stream reader for one page of events after a cursor, as the stream is now
+/// (a supervisor's gap fill).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Page, BrokerError>")]
 pub struct ReadPage {
+    /// The stream.
+    pub topic: Topic,
+    /// Exclusive start.
+    pub after: Cursor,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// Asks the stream reader for one page of a session's replay: it may come from a page read
+/// moments ago for another session (whatever follows it is read fresh).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Page, BrokerError>")]
+pub struct ReplayPage {
     /// The stream.
     pub topic: Topic,
     /// Exclusive start.

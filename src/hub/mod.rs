@@ -11,17 +11,26 @@
 //! - [`supervisor`]: `TopicSupervisor`, one per active topic (an org or the ops channel);
 //! - [`session`]: `ClientSession`, one per connection (replay, then join);
 //! - [`stream_reader`]: `StreamReader`, every read of the streams, identical reads shared;
+//! - [`page_cache`]: recent pages, so replays from nearby positions cost no read;
 //! - [`messages`]: the messages between them;
 //! - [`outbox`], [`body`]: a connection's bounded queue and the HTTP body draining it;
 //! - [`connections`]: open streams against the limits;
-//! - [`lifetime`]: a stream's deadline and re-check (its credential's expiry, revocation).
+//! - [`lifetime`]: a stream's deadline and re-check (its credential's expiry, revocation)
+//!   and its maximum age;
+//! - [`drain`]: the paced drain of a stopping instance;
+//! - [`pacing`]: the pace at which new streams are admitted;
+//! - [`jitter`]: random spreads of ages and delays.
 
 pub mod body;
 pub mod connections;
+pub mod drain;
 pub mod error;
+pub mod jitter;
 pub mod lifetime;
 pub mod messages;
 pub mod outbox;
+pub mod pacing;
+pub mod page_cache;
 pub mod registry;
 pub mod session;
 pub mod stream_reader;
@@ -30,6 +39,7 @@ pub mod supervisor;
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use actix::prelude::*;
 use tracing::info_span;
@@ -42,10 +52,12 @@ use crate::sse;
 
 pub use body::SessionBody;
 pub use connections::{ConnectionCounter, Refusal};
+pub use drain::{DrainPlan, Lifecycle, LifecycleState, OpenStreams};
 pub use error::{HubError, MAX_BATCH};
 pub use lifetime::{Lifetime, Recheck, RecheckFuture};
-pub use messages::{Publish, PublishFrom, PublishSource, Shutdown};
+pub use messages::{EndStream, Publish, PublishFrom, PublishSource, Shutdown};
 pub use outbox::{CloseReason, Outbox};
+pub use pacing::AcceptPacer;
 pub use registry::{Registry, ShutdownFlag};
 pub use session::{ClientSession, SessionSpec};
 pub use stream_reader::StreamReader;
@@ -62,6 +74,9 @@ pub struct HubHandle {
     config: Arc<Config>,
     connections: Arc<ConnectionCounter>,
     shutdown: ShutdownFlag,
+    lifecycle: LifecycleState,
+    streams: Arc<OpenStreams>,
+    pacer: Arc<AcceptPacer>,
     next_session: Arc<AtomicU64>,
     /// This hub's number in the process, and the next worker number it hands out.
     id: u64,
@@ -85,9 +100,11 @@ impl HubHandle {
             .map_or(2, |n| n.get())
             .clamp(1, 8);
         let arbiters: Vec<ArbiterHandle> = (0..threads).map(|_| Arbiter::new().handle()).collect();
-        let reader_broker = broker.clone();
-        let reader =
-            StreamReader::start_in_arbiter(&arbiters[0], move |_| StreamReader::new(reader_broker));
+        let (reader_broker, window_ms, reader_metrics) =
+            (broker.clone(), config.window_ms(), metrics.clone());
+        let reader = StreamReader::start_in_arbiter(&arbiters[0], move |_| {
+            StreamReader::new(reader_broker, window_ms, reader_metrics)
+        });
         let shutdown = ShutdownFlag::default();
         let registry = Registry::new(
             broker.clone(),
@@ -108,6 +125,10 @@ impl HubHandle {
             resolve: reader.clone().recipient(),
             read: reader.recipient(),
         };
+        let pacer = Arc::new(AcceptPacer::new(
+            config.max_new_streams_per_second,
+            metrics.clone(),
+        ));
         Self {
             registry,
             session_links,
@@ -115,6 +136,9 @@ impl HubHandle {
             config,
             connections,
             shutdown,
+            lifecycle: LifecycleState::default(),
+            streams: Arc::new(OpenStreams::default()),
+            pacer,
             next_session: Arc::new(AtomicU64::new(1)),
             id: NEXT_HUB.fetch_add(1, Ordering::Relaxed),
             next_worker: Arc::new(AtomicUsize::new(0)),
@@ -176,13 +200,24 @@ impl HubHandle {
         });
     }
 
-    /// Opens a stream: counts it, queues the `retry:` hint, and starts its session.
-    pub fn open_session(&self, spec: SessionSpec) -> Result<SessionBody, HubError> {
-        if self.is_shutting_down() {
+    /// Opens a stream: paces and counts it, queues the `retry:` hint, gives it its maximum
+    /// age, and starts its session.
+    pub fn open_session(&self, mut spec: SessionSpec) -> Result<SessionBody, HubError> {
+        if !self.accepts_streams() {
             self.connections.refused(Refusal::Shutdown);
             return Err(HubError::ShuttingDown);
         }
+        self.pacer
+            .admit()
+            .map_err(|retry_after_secs| HubError::Paced {
+                per_second: self.config.max_new_streams_per_second,
+                retry_after_secs,
+            })?;
         let permit = self.connections.acquire(&spec.topic)?;
+        if let Some(age) = self.config.max_stream_age() {
+            // Jittered, so streams opened together (after a restart) do not end together.
+            spec.lifetime.max_age = Some(Instant::now() + jitter::around(age, 0.1));
+        }
         let outbox = Outbox::new(self.config.session_queue_bytes);
         outbox.push_unbounded(sse::retry(self.config.retry_ms));
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +248,13 @@ impl HubHandle {
             span,
         )
         .start();
-        Ok(SessionBody::new(outbox, session.recipient(), permit))
+        let tracked = self.streams.track(id, session.clone().recipient());
+        Ok(SessionBody::new(
+            outbox,
+            session.recipient(),
+            permit,
+            tracked,
+        ))
     }
 
     /// Counts a stream refused before it reached the hub (by auth).
@@ -221,14 +262,41 @@ impl HubHandle {
         self.connections.refused(refusal);
     }
 
-    /// Ends every stream and refuses new ones.
+    /// Ends every stream at once and refuses new streams and publishes.
     pub async fn shutdown(&self) {
         let _ = self.registry.send(Shutdown).await;
     }
 
-    /// True once shutdown began.
+    /// The paced drain (`REALTIME_DRAIN_DELAY_SECONDS`, then the open streams closed evenly
+    /// over `REALTIME_SHUTDOWN_GRACE_SECONDS`, `stop_accepting` called in between), then
+    /// [`Self::shutdown`] for whatever is left.
+    pub async fn drain(&self, stop_accepting: impl FnOnce()) {
+        let plan = DrainPlan {
+            delay: self.config.drain_delay,
+            grace: self.config.shutdown_grace,
+            retry_ms: self.config.retry_ms,
+        };
+        drain::run(&self.lifecycle, &self.streams, plan, stop_accepting).await;
+        self.shutdown().await;
+    }
+
+    /// True once shutdown began (from the signal on: `/readyz` answers 503).
     pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.is_set()
+        self.lifecycle.get() != Lifecycle::Serving || self.shutdown.is_set()
+    }
+
+    /// Whether new streams are accepted (until the drain starts closing).
+    pub fn accepts_streams(&self) -> bool {
+        self.lifecycle.get() < Lifecycle::Closing && !self.shutdown.is_set()
+    }
+
+    /// Where the instance is in its life.
+    pub fn lifecycle(&self) -> Lifecycle {
+        if self.shutdown.is_set() {
+            Lifecycle::Closing
+        } else {
+            self.lifecycle.get()
+        }
     }
 
     /// The backend's current health.

@@ -37,6 +37,10 @@ pub enum CloseReason {
     Expired,
     /// The key that opened the stream was revoked.
     Revoked,
+    /// The instance is draining before it stops: the client resumes on another one.
+    Drain,
+    /// The stream reached its maximum age: the client resumes, maybe on another instance.
+    MaxAge,
 }
 
 impl CloseReason {
@@ -49,6 +53,8 @@ impl CloseReason {
             Self::Backend => "backend",
             Self::Expired => "expired",
             Self::Revoked => "revoked",
+            Self::Drain => "drain",
+            Self::MaxAge => "max_age",
         }
     }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tracing::{Instrument, Span, debug, warn};
 
 use super::lifetime::{self, Lifetime};
-use super::messages::{BodyGone, Join, JoinOutcome, Leave, ReadPage, ResolvePosition};
+use super::messages::{BodyGone, EndStream, Join, JoinOutcome, Leave, ReplayPage, ResolvePosition};
 use super::outbox::{CloseReason, Outbox};
 use crate::envelope::{Cursor, ResumePosition, Topic};
 use crate::filter::EventFilter;
@@ -48,7 +48,7 @@ pub struct SessionLinks {
     /// The stream reader's lookups.
     pub resolve: Recipient<ResolvePosition>,
     /// The stream reader's pages.
-    pub read: Recipient<ReadPage>,
+    pub read: Recipient<ReplayPage>,
 }
 
 /// The replay-then-join task, detached from the actor so it can run as one future.
@@ -114,7 +114,7 @@ impl Replay {
             let page = self
                 .links
                 .read
-                .send(ReadPage {
+                .send(ReplayPage {
                     topic: self.spec.topic.clone(),
                     after: cursor,
                     limit: self.page_size,
@@ -256,6 +256,8 @@ pub struct ClientSession {
     leave: Option<Recipient<Leave>>,
     retry_frame: Bytes,
     lifetime: Lifetime,
+    /// An end asked for while the replay was still running: applied once it is written.
+    pending_end: Option<EndStream>,
     /// `session{org, session, resume}`: every line about this session is logged in it.
     span: Span,
 }
@@ -301,15 +303,23 @@ impl ClientSession {
             leave: None,
             retry_frame: sse::retry(limits.retry_ms),
             lifetime,
+            pending_end: None,
             span,
         }
     }
 
     /// Ends the stream for `reason` after a final `retry:` frame, so the client comes
-    /// back (with whatever credential it holds now).
+    /// back (with whatever credential it holds now, wherever it lands).
     fn end(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
-        debug!(parent: &self.span, reason = reason.as_str(), "the stream's credential ended it");
+        debug!(parent: &self.span, reason = reason.as_str(), "the stream's lifetime ended it");
         self.outbox.close(reason, Some(self.retry_frame.clone()));
+        ctx.stop();
+    }
+
+    /// Applies an [`EndStream`].
+    fn end_with(&mut self, end: EndStream, ctx: &mut Context<Self>) {
+        debug!(parent: &self.span, reason = end.reason.as_str(), "stream ended");
+        self.outbox.close(end.reason, Some(end.final_frame));
         ctx.stop();
     }
 }
@@ -332,6 +342,14 @@ impl Actor for ClientSession {
                     Ok(leave) => {
                         debug!(parent: &act.span, "session joined the live fan-out");
                         act.leave = Some(leave);
+                        if let Some(end) = act.pending_end.take() {
+                            act.end_with(end, ctx);
+                        }
+                    }
+                    Err(_) if act.pending_end.is_some() => {
+                        if let Some(end) = act.pending_end.take() {
+                            act.end_with(end, ctx);
+                        }
                     }
                     Err(reason) => {
                         debug!(parent: &act.span, session = act.id, reason = reason.as_str(),
@@ -352,6 +370,19 @@ impl Actor for ClientSession {
             leave.do_send(Leave {
                 session_id: self.id,
             });
+        }
+    }
+}
+
+impl Handler<EndStream> for ClientSession {
+    type Result = ();
+
+    fn handle(&mut self, end: EndStream, ctx: &mut Self::Context) {
+        if self.leave.is_none() {
+            // Still replaying: the client gets what it missed first, then the end.
+            self.pending_end = Some(end);
+        } else {
+            self.end_with(end, ctx);
         }
     }
 }

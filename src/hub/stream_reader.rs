@@ -4,20 +4,25 @@
 //! Identical requests in flight at the same time are served by one broker call: after a
 //! restart many sessions resume from the same cursor, and every supervisor of an org fills
 //! from the same `last`, so a reconnect storm costs one stream read per distinct position
-//! instead of one per session. Distinct reads run concurrently, so one long replay does not
-//! hold up another client's.
+//! instead of one per session. Replays also read from the pages read moments ago
+//! ([`PageCache`]): sessions resuming from nearby positions (inside a page another one read)
+//! cost no read at all. Distinct reads run concurrently, so one long replay does not hold
+//! up another client's.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-use super::messages::{Page, ReadPage, ResolvePosition};
+use super::messages::{Page, ReadPage, ReplayPage, ResolvePosition};
+use super::page_cache::PageCache;
 use crate::broker::{Broker, BrokerError, Resolution};
-use crate::envelope::{Cursor, ResumePosition, Topic};
+use crate::envelope::{Cursor, ResumePosition, Topic, now_ms};
+use crate::metrics::Metrics;
 
 type SharedRead<T> = Shared<BoxFuture<'static, Result<T, BrokerError>>>;
 
@@ -69,16 +74,57 @@ pub struct StreamReader {
     broker: Arc<dyn Broker>,
     pages: InFlight<(Topic, Cursor, usize), Page>,
     resolutions: InFlight<(Topic, ResumePosition), Resolution>,
+    cache: PageCache,
+    window_ms: u64,
+    metrics: Metrics,
 }
 
 impl StreamReader {
-    /// A reader over `broker`.
-    pub fn new(broker: Arc<dyn Broker>) -> Self {
+    /// A reader over `broker`, whose replay window is `window_ms`; it counts its reads in
+    /// `metrics`.
+    pub fn new(broker: Arc<dyn Broker>, window_ms: u64, metrics: Metrics) -> Self {
         Self {
             broker,
             pages: InFlight::new(),
             resolutions: InFlight::new(),
+            cache: PageCache::default(),
+            window_ms,
+            metrics,
         }
+    }
+
+    /// Counts a resume read served by the backend (`new`) or shared with one in flight.
+    fn count(&self, new: bool) {
+        let reads = &self.metrics.stream_reads;
+        if new {
+            reads.backend.inc();
+        } else {
+            reads.shared.inc();
+        }
+    }
+
+    /// A page from the broker, shared with an identical read in flight (the flag says
+    /// whether this call started it); kept for nearby replays once read.
+    fn read(
+        &mut self,
+        key: (Topic, Cursor, usize),
+        ctx: &mut Context<Self>,
+    ) -> (ResponseFuture<Result<Page, BrokerError>>, bool) {
+        let broker = self.broker.clone();
+        let (read, new) = self.pages.join_or_start(&key, || {
+            let read = broker.read_after(key.0.clone(), key.1, key.2);
+            async move { read.await.map(Arc::new) }.boxed()
+        });
+        let started = new.is_some();
+        if let Some(id) = new {
+            ctx.spawn(read.clone().into_actor(self).map(move |result, act, _| {
+                act.pages.finish(&key, id);
+                if let Ok(page) = result {
+                    act.cache.insert(&key.0, key.1, page, Instant::now());
+                }
+            }));
+        }
+        (Box::pin(read), started)
     }
 }
 
@@ -87,6 +133,9 @@ impl Actor for StreamReader {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            act.cache.expire(Instant::now());
+        });
     }
 }
 
@@ -94,20 +143,27 @@ impl Handler<ReadPage> for StreamReader {
     type Result = ResponseFuture<Result<Page, BrokerError>>;
 
     fn handle(&mut self, msg: ReadPage, ctx: &mut Self::Context) -> Self::Result {
-        let key = (msg.topic, msg.after, msg.limit);
-        let broker = self.broker.clone();
-        let (read, new) = self.pages.join_or_start(&key, || {
-            let read = broker.read_after(key.0.clone(), key.1, key.2);
-            async move { read.await.map(Arc::new) }.boxed()
-        });
-        if let Some(id) = new {
-            ctx.spawn(
-                read.clone()
-                    .into_actor(self)
-                    .map(move |_, act, _| act.pages.finish(&key, id)),
-            );
+        // Gap fills need the stream as it is now: never from recent pages. They are counted
+        // by `gap_fills_total`, not as resume reads.
+        self.read((msg.topic, msg.after, msg.limit), ctx).0
+    }
+}
+
+impl Handler<ReplayPage> for StreamReader {
+    type Result = ResponseFuture<Result<Page, BrokerError>>;
+
+    fn handle(&mut self, msg: ReplayPage, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(page) = self
+            .cache
+            .read(&msg.topic, msg.after, msg.limit, Instant::now())
+        {
+            tracing::debug!("a replay page is served from a recent read");
+            self.metrics.stream_reads.cache.inc();
+            return Box::pin(async move { Ok(Arc::new(page)) });
         }
-        Box::pin(read)
+        let (read, started) = self.read((msg.topic, msg.after, msg.limit), ctx);
+        self.count(started);
+        read
     }
 }
 
@@ -115,11 +171,20 @@ impl Handler<ResolvePosition> for StreamReader {
     type Result = ResponseFuture<Result<Resolution, BrokerError>>;
 
     fn handle(&mut self, msg: ResolvePosition, ctx: &mut Self::Context) -> Self::Result {
+        if let ResumePosition::Cursor(cursor) = msg.position
+            && cursor.ms >= now_ms().saturating_sub(self.window_ms)
+            && self.cache.holds(&msg.topic, cursor, Instant::now())
+        {
+            tracing::debug!("a resume position is found in a recent read");
+            self.metrics.stream_reads.cache.inc();
+            return Box::pin(async move { Ok(Resolution::After(cursor)) });
+        }
         let key = (msg.topic, msg.position);
         let broker = self.broker.clone();
         let (read, new) = self
             .resolutions
             .join_or_start(&key, || broker.resolve(key.0.clone(), key.1.clone()));
+        self.count(new.is_some());
         if let Some(id) = new {
             ctx.spawn(
                 read.clone()
@@ -243,7 +308,7 @@ mod tests {
             .collect();
         let stored = broker.publish(topic(), events).await.unwrap();
         let first = stored[0].event().cursor().unwrap();
-        let reader = StreamReader::new(broker.clone()).start();
+        let reader = StreamReader::new(broker.clone(), 600_000, Metrics::new()).start();
         // The barrier is never gated: once it is answered, the reader has started (its
         // mailbox is large), and once the second one is, it has taken every request before.
         reader.send(barrier()).await.unwrap().unwrap();
@@ -285,5 +350,76 @@ mod tests {
         });
         assert_eq!(again.await.unwrap().unwrap().events.len(), 4);
         assert_eq!(broker.reads.load(Ordering::SeqCst) - 2, 3);
+    }
+
+    #[actix::test]
+    async fn nearby_replays_are_served_from_the_page_read_for_another() {
+        let (gate, gate_rx) = watch::channel(true);
+        drop(gate);
+        let broker = Arc::new(GatedBroker {
+            inner: MemoryBroker::new(600_000, 1000),
+            reads: AtomicUsize::new(0),
+            resolves: AtomicUsize::new(0),
+            gate: gate_rx,
+        });
+        let events: Vec<NewEvent> = (0..20)
+            .map(|n| {
+                let request = PublishRequest::new("a.b", serde_json::json!({ "n": n }));
+                NewEvent::validate(&topic(), request, 65_536, now_ms()).unwrap()
+            })
+            .collect();
+        let stored = broker.publish(topic(), events).await.unwrap();
+        let cursors: Vec<Cursor> = stored.iter().map(|o| o.event().cursor().unwrap()).collect();
+        let metrics = Metrics::new();
+        let reader = StreamReader::new(broker.clone(), 600_000, metrics.clone()).start();
+        let replay = |after: Cursor| ReplayPage {
+            topic: topic(),
+            after,
+            limit: 256,
+        };
+        let first = reader.send(replay(cursors[0])).await.unwrap().unwrap();
+        assert_eq!((first.events.len(), first.full), (19, false));
+        assert_eq!(broker.reads.load(Ordering::SeqCst), 1);
+        for (n, cursor) in cursors.iter().enumerate().take(19).skip(1) {
+            let resolved = reader
+                .send(ResolvePosition {
+                    topic: topic(),
+                    position: ResumePosition::Cursor(*cursor),
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(resolved, Resolution::After(*cursor));
+            let page = reader.send(replay(*cursor)).await.unwrap().unwrap();
+            let got: Vec<Cursor> = page.events.iter().filter_map(|e| e.cursor()).collect();
+            assert_eq!(got, cursors[n + 1..], "after #{n}");
+            assert!(!page.full && !page.lost);
+        }
+        assert_eq!(
+            broker.reads.load(Ordering::SeqCst),
+            1,
+            "18 nearby replays, no read"
+        );
+        assert_eq!(broker.resolves.load(Ordering::SeqCst), 0, "nor lookup");
+        assert_eq!(metrics.stream_reads.cache.get(), 36);
+        // What follows the page's last event, and a gap fill, are read from the stream.
+        let tail = reader.send(replay(cursors[19])).await.unwrap().unwrap();
+        assert!(tail.events.is_empty() && !tail.full);
+        let fill = reader
+            .send(ReadPage {
+                topic: topic(),
+                after: cursors[5],
+                limit: 256,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fill.events.len(), 14);
+        assert_eq!(broker.reads.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            metrics.stream_reads.backend.get(),
+            2,
+            "gap fills are not resume reads"
+        );
     }
 }

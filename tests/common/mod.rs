@@ -10,17 +10,21 @@
 //! - [`dashclaw`]: DashClaw's session cookies, minted by its own npm packages.
 //! - [`postgres`]: `TestPostgres`, a private PostgreSQL with DashClaw's `api_keys`.
 //! - [`nginx`]: `TestNginx`, a private nginx running `deploy/nginx.conf`.
+//! - [`publisher`]: `Publisher`, publishing with its own ids and retrying refusals.
+//! - [`follower`]: `Follower`, a client following a stream across its ends, as EventSource.
 
 pub mod auth;
 pub mod backend;
 pub mod dashclaw;
 pub mod envelope;
+pub mod follower;
 pub mod http;
 pub mod hub;
 pub mod nginx;
 pub mod node;
 pub mod postgres;
 pub mod process;
+pub mod publisher;
 pub mod redis;
 pub mod sse;
 pub mod sse_client;
@@ -28,6 +32,7 @@ pub mod sse_client;
 pub use auth::{jwt_for, make_jwt, now_unix, sha256_hex, write_api_keys_file};
 pub use backend::{Backend, BackendKind};
 pub use envelope::{assert_same_ids, cursor_key, cursor_of, delivered_envelope, id_of, str_field};
+pub use follower::{Follower, StreamRecord};
 pub use http::{
     client, error_code, get, get_json, header_str, metric_sum, metric_value, post_json, post_raw,
     request,
@@ -40,6 +45,7 @@ pub use node::{
 };
 pub use postgres::TestPostgres;
 pub use process::{non_reading_stream, peak_rss_kib, rss_kib};
+pub use publisher::{Accepted, PublishLog, Publisher, assert_unavailable, try_post};
 pub use redis::{Resp, TestRedis};
 pub use sse::{SseEvent, SseItem, SseParser};
 pub use sse_client::{End, Received, SseClient};

@@ -188,6 +188,17 @@ impl TestRedis {
         }
     }
 
+    /// How many times `command` (lowercase, e.g. `xrange`) ran, from `INFO commandstats`.
+    pub async fn calls(&self, command: &str) -> u64 {
+        let info = self.cmd(&["INFO", "commandstats"]).await;
+        let text = info.text().unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Runs one command on a fresh connection.
     pub async fn cmd(&self, args: &[&str]) -> Resp {
         self.try_cmd(args)
