@@ -10,11 +10,15 @@
 //! - [`dashclaw`]: DashClaw's session cookies, minted by its own npm packages.
 //! - [`postgres`]: `TestPostgres`, a private PostgreSQL with DashClaw's `api_keys`.
 //! - [`nginx`]: `TestNginx`, a private nginx running `deploy/nginx.conf`.
+//! - [`faults`]: publishers, subscribers and exact-sequence checks for fault tests.
+//! - [`cluster`]: `TestCluster`, a private Redis Cluster (3 masters, 3 replicas).
 
 pub mod auth;
 pub mod backend;
+pub mod cluster;
 pub mod dashclaw;
 pub mod envelope;
+pub mod faults;
 pub mod http;
 pub mod hub;
 pub mod nginx;
@@ -27,6 +31,7 @@ pub mod sse_client;
 
 pub use auth::{jwt_for, make_jwt, now_unix, sha256_hex, write_api_keys_file};
 pub use backend::{Backend, BackendKind};
+pub use cluster::TestCluster;
 pub use envelope::{assert_same_ids, cursor_key, cursor_of, delivered_envelope, id_of, str_field};
 pub use http::{
     client, error_code, get, get_json, header_str, metric_sum, metric_value, post_json, post_raw,
