@@ -139,6 +139,9 @@ pub struct JoinRequest {
     pub after: Option<Cursor>,
     /// `after` is the client's own cursor, not yet checked against the stream.
     pub unverified: bool,
+    /// The ring holds an event at exactly `after`: what proves an unverified cursor (one
+    /// between two of the ring's events was never stored, or a failover lost it).
+    pub in_ring: bool,
 }
 
 /// How the supervisor answers a join.
@@ -158,18 +161,16 @@ pub enum JoinPlan {
     Behind,
 }
 
-/// Decides a join. An unverified cursor is only served when the ring proves it: inside
-/// `[floor, last]` (neither newer than the stream nor trimmed) and inside the replay window
-/// (the stream path would call an older one expired).
+/// Decides a join. An unverified cursor is only served when the ring proves it: one of the
+/// ring's own events (so neither newer than the stream, nor trimmed, nor lost) and inside
+/// the replay window (the stream path would call an older one expired).
 pub fn plan_join(ring: RingSpan, request: JoinRequest, oldest_ms: u64) -> JoinPlan {
     let Some(after) = request.after else {
         return JoinPlan::Live { skip_through: None };
     };
     if request.unverified {
-        let proven = ring.last != Cursor::default()
-            && after >= ring.floor
-            && after <= ring.last
-            && after.ms >= oldest_ms;
+        let proven =
+            request.in_ring && after > ring.floor && after <= ring.last && after.ms >= oldest_ms;
         if !proven {
             return JoinPlan::Behind;
         }
@@ -220,6 +221,7 @@ mod tests {
         JoinRequest {
             after,
             unverified: false,
+            in_ring: false,
         }
     }
 
@@ -227,6 +229,7 @@ mod tests {
         JoinRequest {
             after: Some(after),
             unverified: true,
+            in_ring: true,
         }
     }
 
@@ -291,6 +294,13 @@ mod tests {
         assert_eq!(plan_join(span, unverified(c(5, 0)), 6), JoinPlan::Behind);
         let empty = ring(Cursor::default(), Cursor::default());
         assert_eq!(plan_join(empty, unverified(c(0, 0)), 0), JoinPlan::Behind);
+        // Inside the span but not one of the ring's events (lost by a failover, or never
+        // stored): the stream decides.
+        let between = JoinRequest {
+            in_ring: false,
+            ..unverified(c(5, 0))
+        };
+        assert_eq!(plan_join(span, between, 0), JoinPlan::Behind);
     }
 
     #[test]

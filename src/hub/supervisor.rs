@@ -562,6 +562,7 @@ impl Handler<Join> for TopicSupervisor {
         let request = JoinRequest {
             after: join.after,
             unverified: join.unverified,
+            in_ring: join.after.is_some_and(|after| self.ring.contains(after)),
         };
         let oldest_ms = now_ms().saturating_sub(self.config.window_ms());
         let (skip_through, handed_over) = match plan_join(ring, request, oldest_ms) {
