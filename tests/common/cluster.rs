@@ -91,6 +91,12 @@ impl Node {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes"])
             .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+            // A shard without a master stops only its own slots, as the hub's per-shard
+            // readiness expects (the default stops the whole cluster).
+            .args(["--cluster-require-full-coverage", "no"])
+            // A replica frozen by a test for longer than the node timeout still fails over
+            // once it runs again (its data's age is what the test decides, not the clock).
+            .args(["--cluster-replica-validity-factor", "0"])
             .args(["--cluster-config-file", "nodes.conf"])
             .arg("--dir")
             .arg(&self.dir)
@@ -119,10 +125,9 @@ impl Node {
         }
     }
 
+    /// SIGKILL, which also ends a stopped process (it never runs again).
     fn kill(&mut self) {
-        if self.paused {
-            self.signal(libc::SIGCONT);
-        }
+        self.paused = false;
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -489,6 +494,55 @@ impl TestCluster {
     async fn ok(&self, port: u16, args: &[&str]) {
         let reply = self.cmd(port, args).await;
         assert_eq!(reply, Resp::Simple("OK".into()), "node {port}: {args:?}");
+    }
+
+    /// `(envelope id, cursor)` of every entry of the stream `key`, oldest first, from its
+    /// master.
+    pub async fn stream_entries(&self, key: &str) -> Vec<(String, String)> {
+        let master = self.master_of(key).await;
+        let Resp::Array(Some(entries)) = self.cmd(master, &["XRANGE", key, "-", "+"]).await else {
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .filter_map(|entry| {
+                let Resp::Array(Some(parts)) = entry else {
+                    return None;
+                };
+                let cursor = parts.first()?.text()?;
+                let Resp::Array(Some(fields)) = parts.get(1)? else {
+                    return None;
+                };
+                let data: serde_json::Value = serde_json::from_str(&fields.get(1)?.text()?).ok()?;
+                Some((data["id"].as_str()?.to_owned(), cursor))
+            })
+            .collect()
+    }
+
+    /// Waits until `replica` has applied everything `master` replicated so far.
+    pub async fn wait_replica_caught_up(&self, master: u16, replica: u16) {
+        let offset = |text: String, field: &str| -> Option<i64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let target = offset(
+            self.text(master, &["INFO", "replication"]).await,
+            "master_repl_offset:",
+        )
+        .expect("master_repl_offset");
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            let info = self.text(replica, &["INFO", "replication"]).await;
+            if offset(info, "slave_repl_offset:").is_some_and(|o| o >= target) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{replica} never caught up with {master}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `CLIENT LIST` of one node, one line per client.

@@ -345,7 +345,7 @@ pub struct Finished {
 }
 
 /// One delivered data event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Delivered {
     pub id: String,
     pub cursor: String,
@@ -575,4 +575,132 @@ pub fn assert_unready_body(body: &Value) {
         !reason.is_empty(),
         "/readyz 503 with an empty reason: {body}"
     );
+}
+
+/// What one client's stream showed, checked by [`assert_exact_or_resync`].
+#[derive(Debug, Default)]
+pub struct ResyncCheck {
+    /// Reasons of the `realtime.resync` frames, in order.
+    pub reasons: Vec<String>,
+    /// Events delivered that the stream no longer holds (each before a resync).
+    pub lost_delivered: Vec<Delivered>,
+    /// Accepted events never delivered (each across a resync, and gone from the stream).
+    pub skipped: Vec<Delivered>,
+}
+
+/// Checks one client's stream against the accepted events and what the org's stream still
+/// holds at the end (`kept`): every accepted event is delivered once, in order, except
+/// across a `realtime.resync`, and only when it is gone from the stream; every resync is
+/// justified by data really gone (an event delivered since the last resync is no longer
+/// stored, or accepted events skipped after it are); an event delivered but never
+/// accepted (stored, answered with an error, then lost) comes before a resync. The client
+/// must have been read through the last accepted event.
+pub fn assert_exact_or_resync(
+    label: &str,
+    parsed: &Parsed,
+    accepted: &[Delivered],
+    kept: &[Delivered],
+) -> ResyncCheck {
+    let index: HashMap<&Delivered, usize> =
+        accepted.iter().enumerate().map(|(i, d)| (d, i)).collect();
+    let kept: HashSet<&Delivered> = kept.iter().collect();
+    let mut check = ResyncCheck::default();
+    let mut next = 0;
+    // Since the last resync: an event delivered that is gone; a resync not yet justified.
+    let mut lost_since_resync = false;
+    let mut unjustified: Option<usize> = None;
+    let mut resynced_since_delivery = false;
+    let segments = std::iter::once((None, &parsed.before))
+        .chain(parsed.resyncs.iter().map(|(v, after)| (Some(v), after)));
+    for (resync, events) in segments {
+        if let Some(resync) = resync {
+            assert!(
+                unjustified.is_none(),
+                "{label}: resync {unjustified:?} while no data was gone"
+            );
+            if !lost_since_resync {
+                unjustified = Some(check.reasons.len());
+            }
+            check
+                .reasons
+                .push(resync["reason"].as_str().unwrap_or("").to_owned());
+            lost_since_resync = false;
+            resynced_since_delivery = true;
+        }
+        for d in events {
+            match index.get(d) {
+                Some(&i) => {
+                    assert!(i >= next, "{label}: {d:?} delivered twice or out of order");
+                    for missing in &accepted[next..i] {
+                        assert!(
+                            resynced_since_delivery,
+                            "{label}: silent gap: {missing:?} was accepted and never delivered"
+                        );
+                        assert!(
+                            !kept.contains(missing),
+                            "{label}: {missing:?} is stored but was skipped"
+                        );
+                        check.skipped.push(missing.clone());
+                        unjustified = None;
+                    }
+                    next = i + 1;
+                    resynced_since_delivery = false;
+                }
+                None => assert!(
+                    !kept.contains(d),
+                    "{label}: {d:?} was delivered and is stored, but never accepted"
+                ),
+            }
+            if !kept.contains(d) {
+                check.lost_delivered.push(d.clone());
+                lost_since_resync = true;
+            }
+        }
+    }
+    assert!(
+        unjustified.is_none(),
+        "{label}: resync {unjustified:?} while no data was gone ({:?})",
+        check.reasons
+    );
+    assert!(
+        !lost_since_resync,
+        "{label}: events delivered then lost, with no resync after them: {:?}",
+        check.lost_delivered
+    );
+    assert_eq!(
+        next,
+        accepted.len(),
+        "{label}: not read through the last accepted event"
+    );
+    check
+}
+
+/// Polls `GET /readyz` of `hub` until `wanted(status, body)` holds; panics with the last
+/// answer after `timeout`.
+pub async fn wait_readyz(
+    hub: &TestHub,
+    what: &str,
+    timeout: Duration,
+    wanted: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    let url = hub.url("/readyz");
+    let mut last = None;
+    loop {
+        if let Ok(resp) = client().get(&url).timeout(secs(5)).send().await {
+            let status = resp.status().as_u16();
+            let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap_or_default())
+                .unwrap_or(Value::Null);
+            if wanted(status, &body) {
+                return body;
+            }
+            last = Some((status, body));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz of {}: not {what} within {timeout:?}; last answer {last:?}",
+            hub.base_url()
+        );
+        tokio::time::sleep(ms(100)).await;
+    }
 }

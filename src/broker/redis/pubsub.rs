@@ -90,14 +90,12 @@ struct Route {
 
 impl Route {
     /// Tells the sinks to fill from the stream, once per loss.
-    fn gap_if_lost(&mut self) -> bool {
-        if !std::mem::take(&mut self.lost) {
-            return false;
+    fn gap_if_lost(&mut self) {
+        if std::mem::take(&mut self.lost) {
+            for sink in &self.sinks {
+                sink.offer(LiveMessage::Gap);
+            }
         }
-        for sink in &self.sinks {
-            sink.offer(LiveMessage::Gap);
-        }
-        true
     }
 }
 
@@ -260,11 +258,11 @@ impl Subscriptions {
     }
 
     /// `channel` is subscribed again: its sinks fill the gap unless a message of the new
-    /// subscription already made them. True when the channel had been lost.
-    pub fn resubscribed(&self, channel: &str) -> bool {
-        lock(&self.routes)
-            .get_mut(channel)
-            .is_some_and(Route::gap_if_lost)
+    /// subscription already made them.
+    pub fn resubscribed(&self, channel: &str) {
+        if let Some(route) = lock(&self.routes).get_mut(channel) {
+            route.gap_if_lost();
+        }
     }
 
     /// Offers a message to every sink of every route (reconnects, data loss).

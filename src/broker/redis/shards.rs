@@ -83,6 +83,8 @@ pub struct ShardPubSub {
     connected_before: HashSet<String>,
     /// Where each subscribed channel is subscribed.
     placed: HashMap<String, String>,
+    /// Channels whose subscription was lost or moved, not yet subscribed again.
+    displaced: HashSet<String>,
     /// Each master's canary channel.
     canaries: BTreeMap<String, String>,
     /// Subscribe requests waiting for their channel to be placed.
@@ -126,6 +128,7 @@ impl ShardPubSub {
             next_generation: 0,
             connected_before: HashSet::new(),
             placed: HashMap::new(),
+            displaced: HashSet::new(),
             canaries: BTreeMap::new(),
             waiting: HashMap::new(),
         }
@@ -234,8 +237,7 @@ impl ShardPubSub {
                     && self.placed.get(&channel) == Some(&node)
                 {
                     debug!(shard = %node, %channel, "the server unsubscribed a channel (slot moved)");
-                    self.placed.remove(&channel);
-                    self.links.subscriptions.mark_lost(&channel);
+                    self.displace(&channel);
                     self.stale = true;
                 }
             }
@@ -254,10 +256,17 @@ impl ShardPubSub {
             .map(|(c, _)| c.clone())
             .collect();
         for channel in lost {
-            self.placed.remove(&channel);
-            self.links.subscriptions.mark_lost(&channel);
+            self.displace(&channel);
         }
         self.stale = true;
+    }
+
+    /// `channel` is no longer subscribed where it was: its supervisors fill the gap once it
+    /// is subscribed again.
+    fn displace(&mut self, channel: &str) {
+        self.placed.remove(channel);
+        self.links.subscriptions.mark_lost(channel);
+        self.displaced.insert(channel.to_owned());
     }
 
     /// Shards whose canary stopped coming back have a connection that is open but not
@@ -297,7 +306,7 @@ impl ShardPubSub {
                 Some(node) if *node == owner => continue,
                 Some(_) => {
                     self.unsubscribe(&channel);
-                    self.links.subscriptions.mark_lost(&channel);
+                    self.displace(&channel);
                 }
                 None => {}
             }
@@ -325,6 +334,7 @@ impl ShardPubSub {
         for channel in stray {
             self.unsubscribe(&channel);
         }
+        self.displaced.retain(|c| keep.contains(c));
         wanted
     }
 
@@ -432,7 +442,8 @@ impl ShardPubSub {
         for done in self.waiting.remove(&channel).unwrap_or_default() {
             let _ = done.send(());
         }
-        if self.links.subscriptions.resubscribed(&channel) {
+        self.links.subscriptions.resubscribed(&channel);
+        if self.displaced.remove(&channel) {
             self.links.resubscribes.with_label_values(&[owner]).inc();
         }
         self.placed.insert(channel, owner.to_owned());
