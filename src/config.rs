@@ -133,14 +133,29 @@ fn cors_origins(raw: &str) -> Result<Vec<String>, String> {
 
 fn redis_url(env: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
     move |raw| {
+        if crate::broker::redis::topology::is_cluster_url(raw) {
+            // Never echo the value: it may hold a password.
+            return crate::broker::redis::topology::ClusterUrl::parse(raw)
+                .map(|_| raw.to_owned())
+                .map_err(|e| format!("{env}: {e}"));
+        }
         if raw.starts_with("redis://") || raw.starts_with("rediss://") || raw.starts_with("unix://")
         {
             Ok(raw.to_owned())
         } else {
             Err(format!(
-                "{env} must start with redis://, rediss:// or unix://, got {raw:?}"
+                "{env} must start with redis://, rediss://, unix://, redis+cluster:// or \
+                 rediss+cluster://, got {raw:?}"
             ))
         }
+    }
+}
+
+fn count(env: &'static str) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |raw| {
+        raw.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("{env} must be a non-negative integer, got {raw:?}"))
     }
 }
 
@@ -299,6 +314,11 @@ pub struct Config {
     #[arg(long = "send-timeout-seconds", env = "REALTIME_SEND_TIMEOUT_SECONDS",
           default_value = "30", value_parser = seconds("REALTIME_SEND_TIMEOUT_SECONDS"))]
     pub send_timeout: Duration,
+    /// Replicas that must confirm each publish (Redis `WAIT`) before it is acknowledged;
+    /// 0 does not wait.
+    #[arg(long = "redis-wait-replicas", env = "REALTIME_REDIS_WAIT_REPLICAS",
+          default_value = "0", value_parser = count("REALTIME_REDIS_WAIT_REPLICAS"))]
+    pub redis_wait_replicas: usize,
     /// Redis connect and response timeout in milliseconds (replay pages are sized to fit).
     #[arg(long = "redis-timeout-ms", env = "REALTIME_REDIS_TIMEOUT_MS", default_value = "2000",
           value_parser = millis("REALTIME_REDIS_TIMEOUT_MS"))]

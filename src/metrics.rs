@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder, exponential_buckets,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder, exponential_buckets,
 };
 
 /// Content type of the text exposition format 0.0.4.
@@ -116,6 +116,12 @@ pub struct MetricSet {
     pub stream_reads: StreamReadCounters,
     /// Envelopes read from Redis (pub/sub or streams) that failed validation and were dropped.
     pub invalid_events: IntCounter,
+    /// Redis Cluster mode: 1 while a shard (by its master's `host:port`) delivers, else 0.
+    /// Bounded by the cluster's nodes, never by orgs.
+    pub redis_shard_ready: IntGaugeVec,
+    /// Redis Cluster mode: channels subscribed again on a shard (by its master's `host:port`)
+    /// after a lost connection, a failover or a slot move.
+    pub redis_resubscribes: IntCounterVec,
     /// Accept (hub validation) to stored (broker acknowledged), in seconds.
     pub publish_duration: Histogram,
     /// Envelope timestamp to frame queued for the sockets, in seconds.
@@ -336,6 +342,23 @@ impl Metrics {
                 &r,
                 "invalid_events_total",
                 "Envelopes from Redis that failed validation and were dropped",
+            ),
+            redis_shard_ready: registered(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        name("redis_shard_ready"),
+                        "Redis Cluster shards (by master) that deliver: 1, else 0",
+                    ),
+                    &["shard"],
+                )
+                .unwrap_or_else(|e| panic!("redis_shard_ready: {e}")),
+            ),
+            redis_resubscribes: counter_vec(
+                &r,
+                "redis_resubscribes_total",
+                "Redis Cluster channels subscribed again on a shard after a loss or a slot move",
+                "shard",
             ),
             publish_duration: histogram(
                 &r,

@@ -65,6 +65,63 @@ pub fn classify_cursor(
     Resolution::After(cursor)
 }
 
+/// Events a read could not return because they are gone from the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// Removed from the stream's oldest end (trimmed by time or length, or evicted): the
+    /// reader's clients resync with `expired`, and the read goes on with what is left.
+    Trimmed,
+    /// The stream no longer reaches the read's position: entries up to it are gone from its
+    /// newest end (a failover lost writes its replica never received, or the data set was
+    /// lost). The reader's clients resync with `unknown`, and the reader goes on after
+    /// `resume_after`, the newest position the stream still has before the lost ones.
+    Tail {
+        /// Where reading resumes (the default cursor: from the start).
+        resume_after: Cursor,
+    },
+}
+
+impl Loss {
+    /// The reason of the `realtime.resync` frame this loss calls for.
+    pub fn resync_reason(self) -> &'static str {
+        match self {
+            Self::Trimmed => "expired",
+            Self::Tail { .. } => "unknown",
+        }
+    }
+}
+
+/// What a read after `after` lost, when `after` itself is no longer in the stream, given the
+/// newest id the stream ever generated (`newest`; `None` when the stream does not exist) and
+/// the newest entry it still holds before `after` (`before`; only consulted when `newest` is
+/// past `after`).
+///
+/// Streams are trimmed only from their oldest end, so a missing position with nothing
+/// before it was trimmed; a missing position with older entries still present, or with a
+/// stream that ends before it, lost its newest entries.
+pub fn loss_at_missing(
+    after: Cursor,
+    newest: Option<Cursor>,
+    before: Option<Cursor>,
+) -> Option<Loss> {
+    match newest {
+        None => Some(Loss::Tail {
+            resume_after: Cursor::default(),
+        }),
+        Some(newest) if newest < after => Some(Loss::Tail {
+            resume_after: newest,
+        }),
+        // Nothing was ever written after the position: nothing after it is missing.
+        Some(newest) if newest == after => None,
+        Some(_) => Some(match before {
+            Some(before) => Loss::Tail {
+                resume_after: before,
+            },
+            None => Loss::Trimmed,
+        }),
+    }
+}
+
 /// What a supervisor knows when a session asks to join: its ring of recent events holds
 /// every event in `(floor, last]`; `last` is the default cursor before anything was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +139,9 @@ pub struct JoinRequest {
     pub after: Option<Cursor>,
     /// `after` is the client's own cursor, not yet checked against the stream.
     pub unverified: bool,
+    /// The ring holds an event at exactly `after`: what proves an unverified cursor (one
+    /// between two of the ring's events was never stored, or a failover lost it).
+    pub in_ring: bool,
 }
 
 /// How the supervisor answers a join.
@@ -101,18 +161,16 @@ pub enum JoinPlan {
     Behind,
 }
 
-/// Decides a join. An unverified cursor is only served when the ring proves it: inside
-/// `[floor, last]` (neither newer than the stream nor trimmed) and inside the replay window
-/// (the stream path would call an older one expired).
+/// Decides a join. An unverified cursor is only served when the ring proves it: one of the
+/// ring's own events (so neither newer than the stream, nor trimmed, nor lost) and inside
+/// the replay window (the stream path would call an older one expired).
 pub fn plan_join(ring: RingSpan, request: JoinRequest, oldest_ms: u64) -> JoinPlan {
     let Some(after) = request.after else {
         return JoinPlan::Live { skip_through: None };
     };
     if request.unverified {
-        let proven = ring.last != Cursor::default()
-            && after >= ring.floor
-            && after <= ring.last
-            && after.ms >= oldest_ms;
+        let proven =
+            request.in_ring && after > ring.floor && after <= ring.last && after.ms >= oldest_ms;
         if !proven {
             return JoinPlan::Behind;
         }
@@ -163,6 +221,7 @@ mod tests {
         JoinRequest {
             after,
             unverified: false,
+            in_ring: false,
         }
     }
 
@@ -170,6 +229,7 @@ mod tests {
         JoinRequest {
             after: Some(after),
             unverified: true,
+            in_ring: true,
         }
     }
 
@@ -234,6 +294,13 @@ mod tests {
         assert_eq!(plan_join(span, unverified(c(5, 0)), 6), JoinPlan::Behind);
         let empty = ring(Cursor::default(), Cursor::default());
         assert_eq!(plan_join(empty, unverified(c(0, 0)), 0), JoinPlan::Behind);
+        // Inside the span but not one of the ring's events (lost by a failover, or never
+        // stored): the stream decides.
+        let between = JoinRequest {
+            in_ring: false,
+            ..unverified(c(5, 0))
+        };
+        assert_eq!(plan_join(span, between, 0), JoinPlan::Behind);
     }
 
     #[test]
@@ -252,6 +319,41 @@ mod tests {
         assert_eq!(at(c(50, 0), last, false, 60), Resolution::Expired);
         assert_eq!(at(c(50, 0), last, true, 0), Resolution::Expired);
         assert_eq!(at(c(100, 0), last, false, 0), Resolution::After(c(100, 0)));
+    }
+
+    #[test]
+    fn a_missing_position_is_trimmed_or_a_lost_tail() {
+        let at = c(50, 0);
+        // The stream ends before the position (a failover lost its newest writes) or is gone.
+        assert_eq!(
+            loss_at_missing(at, Some(c(40, 2)), None),
+            Some(Loss::Tail {
+                resume_after: c(40, 2)
+            })
+        );
+        assert_eq!(
+            loss_at_missing(at, None, None),
+            Some(Loss::Tail {
+                resume_after: Cursor::default()
+            })
+        );
+        // Entries follow the position but it is gone with everything before it: trimmed.
+        assert_eq!(
+            loss_at_missing(at, Some(c(60, 0)), None),
+            Some(Loss::Trimmed)
+        );
+        // Older entries survived it: a hole, not a trim (lost, then written again).
+        assert_eq!(
+            loss_at_missing(at, Some(c(60, 0)), Some(c(45, 0))),
+            Some(Loss::Tail {
+                resume_after: c(45, 0)
+            })
+        );
+        // It was the newest entry ever and it was trimmed: nothing after it is missing.
+        assert_eq!(loss_at_missing(at, Some(at), None), None);
+        assert_eq!(Loss::Trimmed.resync_reason(), "expired");
+        let tail = Loss::Tail { resume_after: at };
+        assert_eq!(tail.resync_reason(), "unknown");
     }
 
     #[test]

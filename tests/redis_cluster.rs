@@ -114,18 +114,20 @@ struct InProcessHub {
 }
 
 impl InProcessHub {
-    async fn start(redis_url: String) -> InProcessHub {
+    async fn start(redis_url: String, key_prefix: Option<String>) -> InProcessHub {
         use dashclaw_realtime::config::{BackendKind as HubBackend, Config};
         let (tx, mut rx) = mpsc::unbounded_channel::<InProcCommand>();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<SocketAddr, String>>();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
+                let defaults = Config::default();
                 let config = Config {
                     backend: HubBackend::Redis,
                     redis_url: Some(redis_url),
+                    key_prefix: key_prefix.unwrap_or(defaults.key_prefix.clone()),
                     bind: "127.0.0.1:0".parse().unwrap(),
                     shutdown_grace: Duration::from_secs(2),
-                    ..Default::default()
+                    ..defaults
                 };
                 let running = match dashclaw_realtime::server::start(
                     config,
@@ -254,21 +256,76 @@ type Collected = (usize, usize, Vec<SseEvent>, String);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_fan_out_exactly_once() {
-    const ORGS: usize = 30;
-    const PER_ORG: usize = 10;
     let backend = Backend::new(BackendKind::Redis).await;
-    let redis_url = backend.redis.as_ref().expect("redis backend").url();
+    let orgs: Vec<String> = (0..30).map(|_| unique_org("cluster")).collect();
+    fan_out_exactly_once(&backend, orgs).await;
+}
+
+/// Three instances on a Redis Cluster, with orgs on every shard (counted): each client gets
+/// exactly its org's events once, in order, whoever published them; then clients resume on
+/// another instance, by cursor and by envelope id, with orgs on every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_a_redis_cluster() {
+    let backend = Backend::new(BackendKind::Cluster).await;
+    let cluster = backend.cluster.expect("a cluster");
+    let prefix = backend.key_prefix.clone().expect("a key prefix");
+    let stream_of = |org: &str| format!("{prefix}:org:{{{org}}}:stream");
+    let orgs: Vec<String> = (0..30).map(|_| unique_org("sharded")).collect();
+    let keys: Vec<String> = orgs.iter().map(|o| stream_of(o)).collect();
+    let spread = cluster.spread(&keys).await;
+    eprintln!("orgs per shard (master port: orgs): {spread:?}");
+    assert_eq!(spread.len(), 3, "three shards: {spread:?}");
+    assert!(
+        spread.values().all(|&n| n >= 3),
+        "30 orgs leave no shard with fewer than 3 (hash slots are uniform): {spread:?}"
+    );
+    fan_out_exactly_once(&backend, orgs).await;
+
+    let (h1, h2, h3) = tokio::join!(backend.hub(&[]), backend.hub(&[]), backend.hub(&[]));
+    let hubs = [h1, h2, h3];
+    for hub in &hubs {
+        assert!(hub.wait_ready(DELIVERY_TIMEOUT).await, "{}", hub.log_text());
+    }
+    // Two fresh orgs per shard: one resumed by cursor, one by envelope id.
+    let mut per_shard: HashMap<u16, Vec<String>> = HashMap::new();
+    while per_shard.len() < 3 || per_shard.values().any(|o| o.len() < 2) {
+        let org = unique_org("resume_shard");
+        let shard = per_shard
+            .entry(cluster.master_of(&stream_of(&org)).await)
+            .or_default();
+        if shard.len() < 2 {
+            shard.push(org);
+        }
+    }
+    for (shard, orgs) in per_shard {
+        eprintln!("resume across instances on the shard of {shard}: {orgs:?}");
+        resume_round(&hubs, ResumeForm::Cursor, orgs[0].clone()).await;
+        resume_round(&hubs, ResumeForm::EnvelopeId, orgs[1].clone()).await;
+    }
+}
+
+/// 10 clients per org over three instances; 20 events per org published through all three
+/// instances (single events and a batch) and an in-process hub, concurrently; each client
+/// gets exactly its org's 20 events once, in cursor order, then a sentinel.
+async fn fan_out_exactly_once(backend: &Backend, orgs: Vec<String>) {
+    const PER_ORG: usize = 10;
+    let orgs_count = orgs.len();
+    let redis_url = backend
+        .env(&[])
+        .into_iter()
+        .find(|(k, _)| k == "REDIS_URL")
+        .map(|(_, v)| v)
+        .expect("a Redis backend");
     let (h1, h2, h3) = tokio::join!(backend.hub(&[]), backend.hub(&[]), backend.hub(&[]));
     let hubs = [h1, h2, h3];
     for hub in &hubs {
         assert!(hub.wait_ready(DELIVERY_TIMEOUT).await, "{}", hub.log_text());
     }
     let bases: Vec<String> = hubs.iter().map(|h| h.base_url()).collect();
-    let inproc = InProcessHub::start(redis_url).await;
+    let inproc = InProcessHub::start(redis_url, backend.key_prefix.clone()).await;
 
-    let orgs: Vec<String> = (0..ORGS).map(|_| unique_org("cluster")).collect();
     // Every org gets clients on every instance (4/3/3).
-    let specs: Vec<(usize, usize)> = (0..ORGS)
+    let specs: Vec<(usize, usize)> = (0..orgs_count)
         .flat_map(|k| (0..PER_ORG).map(move |j| (k, (j + k) % 3)))
         .collect();
     let mut clients = Vec::with_capacity(specs.len());
@@ -292,7 +349,7 @@ async fn three_instances_fan_out_exactly_once() {
         .collect();
 
     let mut jobs = Vec::new();
-    for k in 0..ORGS {
+    for k in 0..orgs_count {
         let mut n = 0;
         let mut items = |count: usize| -> Vec<(String, String)> {
             (0..count)
@@ -393,7 +450,7 @@ async fn three_instances_fan_out_exactly_once() {
             })
         })
         .collect();
-    let mut published: Vec<Vec<Value>> = vec![Vec::new(); ORGS];
+    let mut published: Vec<Vec<Value>> = vec![Vec::new(); orgs_count];
     for worker in workers {
         for (k, env) in worker.await.expect("publisher task panicked") {
             published[k].push(env);
@@ -406,7 +463,7 @@ async fn three_instances_fan_out_exactly_once() {
         assert_strictly_increasing(&format!("stored cursors of {}", orgs[k]), &cursors);
     }
 
-    let mut sentinels = Vec::with_capacity(ORGS);
+    let mut sentinels = Vec::with_capacity(orgs_count);
     for (k, org) in orgs.iter().enumerate() {
         let env = publish(
             &bases[(k + 1) % 3],
@@ -506,8 +563,7 @@ async fn read_resumed(c: &mut SseClient, org: &str, label: &str) -> (Vec<Value>,
     }
 }
 
-async fn resume_round(hubs: &[TestHub; 3], form: ResumeForm) {
-    let org = unique_org("resume_x");
+async fn resume_round(hubs: &[TestHub; 3], form: ResumeForm, org: String) {
     let [h1, h2, h3] = hubs;
     // Keeps instance 2's supervisor warm, so resumers join through its ring while live
     // events are in flight (the replay-to-live handoff).
@@ -645,8 +701,8 @@ async fn resume_across_instances() {
     for hub in &hubs {
         assert!(hub.wait_ready(DELIVERY_TIMEOUT).await, "{}", hub.log_text());
     }
-    resume_round(&hubs, ResumeForm::Cursor).await;
-    resume_round(&hubs, ResumeForm::EnvelopeId).await;
+    resume_round(&hubs, ResumeForm::Cursor, unique_org("resume_x")).await;
+    resume_round(&hubs, ResumeForm::EnvelopeId, unique_org("resume_x")).await;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::config::BackendKind;
 use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic, now_ms};
-use crate::recovery::{classify_cursor, expired_or_unknown};
+use crate::recovery::{Loss, classify_cursor, expired_or_unknown};
 
 /// Shards of the topic map, so publishes to different orgs rarely share a lock.
 const SHARDS: usize = 32;
@@ -270,7 +270,8 @@ impl MemoryBroker {
             return Page::default();
         };
         // Exact here: the log knows the newest event it ever removed.
-        let lost = after != Cursor::default() && log.trimmed_through.is_some_and(|t| after < t);
+        let lost = (after != Cursor::default() && log.trimmed_through.is_some_and(|t| after < t))
+            .then_some(Loss::Trimmed);
         let start = log
             .events
             .partition_point(|e| e.cursor().is_some_and(|c| c <= after));
@@ -380,7 +381,7 @@ mod tests {
         let page = broker.read_now(&topic(), c0, 10);
         assert_eq!(page.events.len(), 1);
         assert_eq!(page.events[0].cursor(), Some(c1));
-        assert!(!page.lost);
+        assert!(page.lost.is_none());
     }
 
     #[test]
@@ -435,15 +436,24 @@ mod tests {
         let broker = MemoryBroker::new(60_000, 2);
         let out = broker.publish_now(&topic(), vec![new_event("a", None)]);
         let first = out[0].event().cursor().unwrap();
-        assert!(!broker.read_now(&topic(), first, 10).lost);
+        assert!(broker.read_now(&topic(), first, 10).lost.is_none());
         broker.publish_now(&topic(), vec![new_event("b", None), new_event("c", None)]);
         // `first` itself was evicted, but nothing after it: no loss.
-        assert!(!broker.read_now(&topic(), first, 10).lost);
+        assert!(broker.read_now(&topic(), first, 10).lost.is_none());
         broker.publish_now(&topic(), vec![new_event("d", None)]);
         let page = broker.read_now(&topic(), first, 10);
-        assert!(page.lost, "the event after `first` was evicted");
+        assert_eq!(
+            page.lost,
+            Some(Loss::Trimmed),
+            "the event after `first` was evicted"
+        );
         assert_eq!(page.events.len(), 2);
-        assert!(!broker.read_now(&topic(), Cursor::default(), 10).lost);
+        assert!(
+            broker
+                .read_now(&topic(), Cursor::default(), 10)
+                .lost
+                .is_none()
+        );
     }
 
     #[test]

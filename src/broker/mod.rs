@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::BackendKind;
 use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic};
-pub use crate::recovery::Resolution;
+pub use crate::recovery::{Loss, Resolution};
 
 pub use self::memory::MemoryBroker;
 pub use self::redis::RedisBroker;
@@ -32,6 +32,23 @@ pub enum BrokerError {
     /// The backend answered something the hub cannot use.
     #[error("backend error: {0}")]
     Protocol(String),
+    /// Stored, but fewer replicas than asked (`REALTIME_REDIS_WAIT_REPLICAS`) confirmed the
+    /// write in time, so it may not survive a failover; the caller retries with the same
+    /// ids, which answers the stored events once they are replicated.
+    #[error(
+        "backend unavailable: stored at {cursors} on the shard's master, but {acked} of \
+         {wanted} replicas confirmed it within {timeout_ms} ms; retry with the same id"
+    )]
+    NotReplicated {
+        /// The cursors the master assigned (or found for duplicates), comma-separated.
+        cursors: String,
+        /// Replicas that confirmed.
+        acked: i64,
+        /// Replicas asked for.
+        wanted: usize,
+        /// How long the master waited.
+        timeout_ms: u64,
+    },
 }
 
 /// The result of publishing one event.
@@ -63,11 +80,12 @@ impl PublishOutcome {
 pub struct Page {
     /// The events read.
     pub events: Vec<Arc<StoredEvent>>,
-    /// Events strictly after the read's cursor are gone (trimmed by time or length, or
-    /// evicted by a memory cap). Redis keeps no record of which entries a length trim
-    /// removed, so there this is also true when the cursor itself was the newest entry
-    /// trimmed; it is never false when events after the cursor are gone.
-    pub lost: bool,
+    /// Events after the read's cursor are gone: trimmed by time or length, or evicted by a
+    /// memory cap ([`Loss::Trimmed`]), or lost from the stream's newest end
+    /// ([`Loss::Tail`]). Redis keeps no record of which entries a length trim removed, so
+    /// there a trim is also reported when the cursor itself was the newest entry trimmed;
+    /// it is never `None` when events after the cursor are gone.
+    pub lost: Option<Loss>,
     /// The read returned as many events as it asked for: more may follow.
     pub full: bool,
 }

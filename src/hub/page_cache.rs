@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::broker::Page;
+use crate::broker::{Loss, Page};
 use crate::envelope::{Cursor, StoredEvent, Topic};
 
 /// How long a page serves other resumes after it was read.
@@ -111,7 +111,7 @@ impl PageCache {
                 .ok()?;
             let rest = &page.events[at + 1..];
             // The page's last event: what follows it needs a real read.
-            (!rest.is_empty()).then(|| run(rest, limit, page.full, false))
+            (!rest.is_empty()).then(|| run(rest, limit, page.full, None))
         })
     }
 
@@ -121,7 +121,7 @@ impl PageCache {
     pub fn holds(&self, topic: &Topic, cursor: Cursor, now: Instant) -> bool {
         self.fresh(topic, now).any(|cached| {
             let page = &cached.page;
-            (cached.after == cursor && !page.lost)
+            (cached.after == cursor && page.lost.is_none())
                 || page
                     .events
                     .binary_search_by(|e| e.cursor().cmp(&Some(cursor)))
@@ -148,7 +148,7 @@ impl PageCache {
 }
 
 /// At most `limit` of `events` as a page; more may follow when it is cut or `full`.
-fn run(events: &[Arc<StoredEvent>], limit: usize, full: bool, lost: bool) -> Page {
+fn run(events: &[Arc<StoredEvent>], limit: usize, full: bool, lost: Option<Loss>) -> Page {
     let taken = events.len().min(limit);
     Page {
         events: events[..taken].to_vec(),
@@ -184,7 +184,7 @@ mod tests {
     fn page(from: u64, to: u64, full: bool) -> Arc<Page> {
         Arc::new(Page {
             events: (from..=to).map(event).collect(),
-            lost: false,
+            lost: None,
             full,
         })
     }
@@ -212,7 +212,7 @@ mod tests {
             .read(&topic(), Cursor::new(1000, 4), 256, now)
             .unwrap();
         assert_eq!(seqs(&inside), (5..=10).collect::<Vec<_>>());
-        assert!(inside.full && !inside.lost);
+        assert!(inside.full && inside.lost.is_none());
         // A smaller limit cuts the run and says more follows.
         let cut = cache.read(&topic(), Cursor::new(1000, 4), 3, now).unwrap();
         assert_eq!((seqs(&cut), cut.full), (vec![5, 6, 7], true));

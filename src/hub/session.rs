@@ -19,7 +19,7 @@ use super::outbox::{CloseReason, Outbox};
 use crate::envelope::{Cursor, ResumePosition, Topic};
 use crate::filter::EventFilter;
 use crate::metrics::Metrics;
-use crate::recovery::{BehindStep, Resolution, after_behind};
+use crate::recovery::{BehindStep, Loss, Resolution, after_behind};
 use crate::sse::{self, StreamFormat};
 
 /// A supervisor that keeps answering `Retry` this many times in a row is treated as gone.
@@ -125,9 +125,17 @@ impl Replay {
                     warn!(session = self.session_id, %error, "replay read failed");
                     CloseReason::Backend
                 })?;
-            if page.lost {
+            match page.lost {
                 // Trimmed while we replayed: the client hears so before what is left.
-                self.resync("expired", &cursor.to_string());
+                Some(Loss::Trimmed) => self.resync("expired", &cursor.to_string()),
+                // The stream lost its newest entries (a failover): the client hears so, and
+                // the replay goes on from what the stream still has.
+                Some(Loss::Tail { resume_after }) => {
+                    self.resync("unknown", &cursor.to_string());
+                    cursor = resume_after;
+                    continue;
+                }
+                None => {}
             }
             for event in &page.events {
                 if let Some(c) = event.cursor() {

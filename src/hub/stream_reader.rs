@@ -393,7 +393,7 @@ mod tests {
             let page = reader.send(replay(*cursor)).await.unwrap().unwrap();
             let got: Vec<Cursor> = page.events.iter().filter_map(|e| e.cursor()).collect();
             assert_eq!(got, cursors[n + 1..], "after #{n}");
-            assert!(!page.full && !page.lost);
+            assert!(!page.full && page.lost.is_none());
         }
         assert_eq!(
             broker.reads.load(Ordering::SeqCst),

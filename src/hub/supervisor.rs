@@ -17,7 +17,7 @@ use super::messages::{
     Join, JoinOutcome, Leave, ReadPage, Shutdown, StopSupervisor, SupervisorIdle, SupervisorKey,
 };
 use super::outbox::{CloseReason, Outbox, PushResult};
-use crate::broker::{BackendHealth, Broker, InboxSignals, LiveMessage, live_channel};
+use crate::broker::{BackendHealth, Broker, InboxSignals, LiveMessage, Loss, live_channel};
 use crate::config::Config;
 use crate::envelope::{Cursor, StoredEvent, Topic, now_ms};
 use crate::filter::EventFilter;
@@ -310,12 +310,19 @@ impl TopicSupervisor {
     /// resync and continues live from the new stream.
     fn data_lost(&mut self) {
         warn!(topic = %self.topic, last = %self.last, "stream data lost; sending realtime.resync");
+        self.lost_after(Cursor::default());
+    }
+
+    /// Events up to `last` are gone from the stream, back to `resume_after`: every session
+    /// is told to resync, and delivery goes on from `resume_after`, so events the stream
+    /// gets next are not taken for ones already delivered.
+    fn lost_after(&mut self, resume_after: Cursor) {
         self.resync_all("unknown");
         for session in self.sessions.values_mut() {
             session.skip_through = None;
         }
-        self.last = Cursor::default();
-        self.ring.reset(Cursor::default());
+        self.last = resume_after;
+        self.ring.reset(resume_after);
     }
 
     /// Tells every session that events are gone (`reason` of the resync frame).
@@ -355,14 +362,26 @@ impl TopicSupervisor {
                 "the stream reader stopped".into(),
             ))) {
                 Ok(page) => {
-                    if page.lost {
-                        // Trimmed before we read it: the clients hear so before the rest, and
-                        // the ring no longer proves positions before what follows the loss.
-                        warn!(topic = %act.topic, last = %act.last,
-                              "events after the last delivered one are gone; sending realtime.resync");
-                        act.resync_all("expired");
-                        let resumes_at = page.events.first().and_then(|e| e.cursor());
-                        act.ring.reset(resumes_at.unwrap_or(act.last).max(act.last));
+                    match page.lost {
+                        Some(Loss::Trimmed) => {
+                            // Trimmed before we read it: the clients hear so before the rest,
+                            // and the ring no longer proves positions before the loss.
+                            warn!(topic = %act.topic, last = %act.last,
+                                  "events after the last delivered one are gone; sending realtime.resync");
+                            act.resync_all("expired");
+                            let resumes_at = page.events.first().and_then(|e| e.cursor());
+                            act.ring.reset(resumes_at.unwrap_or(act.last).max(act.last));
+                        }
+                        Some(Loss::Tail { resume_after }) => {
+                            // The stream lost its newest entries (a failover): the clients
+                            // resync, and the fill starts again from what the stream has.
+                            warn!(topic = %act.topic, last = %act.last, %resume_after,
+                                  "the stream lost events up to the last delivered one; sending realtime.resync");
+                            act.lost_after(resume_after);
+                            act.fill_page(ctx);
+                            return;
+                        }
+                        None => {}
                     }
                     if !page.events.is_empty() {
                         debug!(topic = %act.topic, count = page.events.len(), "gap filled from stream");
@@ -544,6 +563,7 @@ impl Handler<Join> for TopicSupervisor {
         let request = JoinRequest {
             after: join.after,
             unverified: join.unverified,
+            in_ring: join.after.is_some_and(|after| self.ring.contains(after)),
         };
         let oldest_ms = now_ms().saturating_sub(self.config.window_ms());
         let (skip_through, handed_over) = match plan_join(ring, request, oldest_ms) {

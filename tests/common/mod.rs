@@ -12,11 +12,15 @@
 //! - [`nginx`]: `TestNginx`, a private nginx running `deploy/nginx.conf`.
 //! - [`publisher`]: `Publisher`, publishing with its own ids and retrying refusals.
 //! - [`follower`]: `Follower`, a client following a stream across its ends, as EventSource.
+//! - [`faults`]: publishers, subscribers and exact-sequence checks for fault tests.
+//! - [`cluster`]: `TestCluster`, a private Redis Cluster (3 masters, 3 replicas).
 
 pub mod auth;
 pub mod backend;
+pub mod cluster;
 pub mod dashclaw;
 pub mod envelope;
+pub mod faults;
 pub mod follower;
 pub mod http;
 pub mod hub;
@@ -31,6 +35,7 @@ pub mod sse_client;
 
 pub use auth::{jwt_for, make_jwt, now_unix, sha256_hex, write_api_keys_file};
 pub use backend::{Backend, BackendKind};
+pub use cluster::TestCluster;
 pub use envelope::{assert_same_ids, cursor_key, cursor_of, delivered_envelope, id_of, str_field};
 pub use follower::{Follower, StreamRecord};
 pub use http::{

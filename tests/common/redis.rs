@@ -44,7 +44,8 @@ impl Resp {
     }
 }
 
-fn redis_server_path() -> String {
+/// The `redis-server` binary (Debian's, or one on `PATH`).
+pub fn redis_server_path() -> String {
     for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
         if std::path::Path::new(candidate).exists() {
             return candidate.to_string();
@@ -208,25 +209,30 @@ impl TestRedis {
 
     /// Runs one command on a fresh connection, reporting I/O errors.
     pub async fn try_cmd(&self, args: &[&str]) -> Result<Resp, String> {
-        let mut stream = tokio::time::timeout(
-            Duration::from_secs(2),
-            TcpStream::connect(("127.0.0.1", self.port)),
-        )
-        .await
-        .map_err(|_| "connect timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            out.extend_from_slice(arg.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        stream.write_all(&out).await.map_err(|e| e.to_string())?;
-        let mut reader = BufReader::new(stream);
-        tokio::time::timeout(Duration::from_secs(10), read_resp(&mut reader))
-            .await
-            .map_err(|_| "reply timeout".to_string())?
+        resp_command(self.port, args).await
     }
+}
+
+/// Runs one command against the Redis on 127.0.0.1:`port` on a fresh connection.
+pub async fn resp_command(port: u16, args: &[&str]) -> Result<Resp, String> {
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(2),
+        TcpStream::connect(("127.0.0.1", port)),
+    )
+    .await
+    .map_err(|_| "connect timeout".to_string())?
+    .map_err(|e| e.to_string())?;
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    tokio::time::timeout(Duration::from_secs(10), read_resp(&mut reader))
+        .await
+        .map_err(|_| "reply timeout".to_string())?
 }
 
 fn read_resp<'a>(

@@ -1,26 +1,24 @@
-//! Everything the Redis backend does on its command connection: the atomic publish script,
-//! stream reads and lookups, the data-set epoch and the canary.
+//! Everything the Redis backend does on its command connection: the atomic publish script
+//! (with an optional `WAIT` for replicas), stream reads and lookups, the data-set epoch and
+//! the canary. The same code serves one server and a cluster.
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 
+use super::connection::Connection;
 use super::health::RedisHealth;
 use super::invalid::InvalidEvents;
-use super::keys::Keys;
-use crate::broker::{BrokerError, Page, PublishOutcome, Resolution};
+use super::keys::{KeyScheme, Keys};
+use crate::broker::{BrokerError, Loss, Page, PublishOutcome, Resolution};
 use crate::envelope::{Cursor, NewEvent, ResumePosition, StoredEvent, Topic, now_ms};
-use crate::recovery::{classify_cursor, expired_or_unknown};
+use crate::recovery::{classify_cursor, expired_or_unknown, loss_at_missing};
 
-/// The publish script: for each event, skip it if its id was stored within the window,
-/// else XADD (trimming by MINID) and PUBLISH the envelope with its cursor. One call is
-/// atomic, so an event is in both the stream and the channel or in neither.
-///
-/// KEYS: stream, channel, then one idempotency key per event.
-/// ARGV: minid, window ms, then one cursor-less envelope JSON per event.
-/// Returns per event `{1, cursor}` (stored) or `{0, cursor, data}` (duplicate).
-pub const PUBLISH_SCRIPT: &str = r#"
+/// The publish script's text with its publish command and what a duplicate also does.
+macro_rules! publish_script {
+    ($publish:literal, $on_duplicate:literal) => {
+        concat!(
+            r#"
 local results = {}
 for i = 3, #ARGV do
   local id_key = KEYS[i]
@@ -31,19 +29,44 @@ for i = 3, #ARGV do
     local entry = redis.call('XRANGE', KEYS[1], first, first)
     if entry[1] then
       duplicate = {0, first, entry[1][2][2]}
-    end
+"#,
+            $on_duplicate,
+            r#"    end
   end
   if duplicate then
     results[#results + 1] = duplicate
   else
     local cursor = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'data', data)
     redis.call('SET', id_key, cursor, 'PX', ARGV[2])
-    redis.call('PUBLISH', KEYS[2], string.sub(data, 1, -2) .. ',"cursor":"' .. cursor .. '"}')
+    redis.call('"#,
+            $publish,
+            r#"', KEYS[2], string.sub(data, 1, -2) .. ',"cursor":"' .. cursor .. '"}')
     results[#results + 1] = {1, cursor}
   end
 end
 return results
-"#;
+"#
+        )
+    };
+}
+
+/// The publish script: for each event, skip it if its id was stored within the window,
+/// else XADD (trimming by MINID) and PUBLISH the envelope with its cursor. One call is
+/// atomic, so an event is in both the stream and the channel or in neither.
+///
+/// KEYS: stream, channel, then one idempotency key per event.
+/// ARGV: minid, window ms, then one cursor-less envelope JSON per event.
+/// Returns per event `{1, cursor}` (stored) or `{0, cursor, data}` (duplicate).
+pub const PUBLISH_SCRIPT: &str = publish_script!("PUBLISH", "");
+
+/// The publish script of cluster mode: the same, with `SPUBLISH` to the topic's shard
+/// channel (declared in KEYS, so a channel outside the keys' slot is refused before any
+/// write), and a duplicate rewrites its idempotency key unchanged: that write makes a
+/// following `WAIT` also cover the first copy, which another connection may have written.
+pub const CLUSTER_PUBLISH_SCRIPT: &str = publish_script!(
+    "SPUBLISH",
+    "      redis.call('SET', id_key, first, 'KEEPTTL')\n"
+);
 
 /// Entries scanned at most to find an envelope id that has no idempotency key.
 const MAX_ID_SCAN: usize = 20_000;
@@ -64,7 +87,8 @@ pub struct Commands {
     keys: Keys,
     window_ms: u64,
     max_bytes: usize,
-    connection: ConnectionManager,
+    wait: WaitForReplicas,
+    connection: Connection,
     script: redis::Script,
     health: Arc<RedisHealth>,
     invalid: Arc<InvalidEvents>,
@@ -79,22 +103,40 @@ pub struct CommandSettings {
     pub window_ms: u64,
     /// Largest envelope accepted (`REALTIME_MAX_PAYLOAD_BYTES`), also for what Redis holds.
     pub max_bytes: usize,
+    /// Replicas that must confirm a publish before it is acknowledged.
+    pub wait: WaitForReplicas,
+}
+
+/// `REALTIME_REDIS_WAIT_REPLICAS`: a publish is acknowledged only once this many replicas
+/// of its master confirmed it (`WAIT`, right after the script on the same connection).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WaitForReplicas {
+    /// Replicas to wait for; 0 does not wait.
+    pub replicas: usize,
+    /// How long the master waits for them (half the Redis timeout, so the answer arrives
+    /// within the connection's own timeout).
+    pub timeout_ms: u64,
 }
 
 impl Commands {
-    /// Commands over `connection` (a multiplexed, self-reconnecting connection).
+    /// Commands over `connection` (self-reconnecting, to one server or a cluster).
     pub fn new(
         settings: CommandSettings,
-        connection: ConnectionManager,
+        connection: Connection,
         health: Arc<RedisHealth>,
         invalid: Arc<InvalidEvents>,
     ) -> Self {
+        let script = match settings.keys.scheme() {
+            KeyScheme::Single => PUBLISH_SCRIPT,
+            KeyScheme::Cluster => CLUSTER_PUBLISH_SCRIPT,
+        };
         Self {
             keys: settings.keys,
             window_ms: settings.window_ms,
             max_bytes: settings.max_bytes,
+            wait: settings.wait,
             connection,
-            script: redis::Script::new(PUBLISH_SCRIPT),
+            script: redis::Script::new(script),
             health,
             invalid,
             id_scans: tokio::sync::Semaphore::new(MAX_CONCURRENT_ID_SCANS),
@@ -103,6 +145,11 @@ impl Commands {
 
     fn oldest_ms(&self) -> u64 {
         now_ms().saturating_sub(self.window_ms)
+    }
+
+    /// The connection, for the cluster's topology.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
     }
 
     /// The newest cursor of the topic's stream.
@@ -161,19 +208,17 @@ impl Commands {
             // producer's trimming. A position before the window has lost what followed it
             // if the stream ever held anything after it.
             let events = self.xrange(topic, format!("{oldest}-0"), limit).await?;
-            let lost = after != Cursor::default() && self.has_entries_after(topic, after).await?;
+            let lost = (after != Cursor::default() && self.has_entries_after(topic, after).await?)
+                .then_some(Loss::Trimmed);
             return Ok(page(events, lost, limit, |_| true));
         }
         let events = self.xrange(topic, after.to_string(), limit + 1).await?;
         let present = events.first().is_some_and(|(c, _)| *c == after);
         let lost = if present {
-            false
-        } else if events.is_empty() {
-            self.newest(topic)
-                .await?
-                .is_some_and(|newest| newest > after)
+            None
         } else {
-            true
+            self.loss_at(topic, after, events.last().map(|(c, _)| *c))
+                .await?
         };
         let events = events
             .into_iter()
@@ -181,6 +226,41 @@ impl Commands {
             .take(limit)
             .collect();
         Ok(page(events, lost, limit, |e| e.time_ms >= oldest))
+    }
+
+    /// What `after` missing from the stream means (`recovery::loss_at_missing`);
+    /// `read_newest` is the newest entry a read after it found, if any.
+    async fn loss_at(
+        &self,
+        topic: &Topic,
+        after: Cursor,
+        read_newest: Option<Cursor>,
+    ) -> Result<Option<Loss>, BrokerError> {
+        let newest = match read_newest {
+            Some(newest) => Some(newest),
+            None => self.newest(topic).await?,
+        };
+        let before = if newest.is_some_and(|newest| newest > after) {
+            self.entry_before(topic, after).await?
+        } else {
+            None
+        };
+        Ok(loss_at_missing(after, newest, before))
+    }
+
+    /// The newest entry still in the stream before `after`.
+    async fn entry_before(
+        &self,
+        topic: &Topic,
+        after: Cursor,
+    ) -> Result<Option<Cursor>, BrokerError> {
+        let mut conn = self.connection.clone();
+        let result: redis::RedisResult<redis::streams::StreamRangeReply> = conn
+            .xrevrange_count(self.keys.stream(topic), format!("({after}"), "-", 1)
+            .await;
+        self.health.note_command(&result);
+        let reply = result.map_err(unavailable)?;
+        Ok(reply.ids.first().and_then(|entry| entry.id.parse().ok()))
     }
 
     /// Whether the stream holds (or held) an entry newer than `after`.
@@ -308,20 +388,67 @@ impl Commands {
         for event in events {
             invocation.arg(&event.data_json);
         }
-        let mut conn = self.connection.clone();
-        let result: redis::RedisResult<Vec<Vec<Value>>> = invocation.invoke_async(&mut conn).await;
-        self.health.note_command(&result);
-        let replies = result.map_err(unavailable)?;
+        let (replies, acked) = if self.wait.replicas == 0 {
+            let mut conn = self.connection.clone();
+            let result: redis::RedisResult<Vec<Vec<Value>>> =
+                invocation.invoke_async(&mut conn).await;
+            self.health.note_command(&result);
+            (result.map_err(unavailable)?, 0)
+        } else {
+            self.invoke_and_wait(&invocation).await?
+        };
         if replies.len() != events.len() {
             return Err(BrokerError::Protocol(
                 "publish script returned the wrong count".into(),
             ));
         }
-        events
+        let outcomes = events
             .iter()
             .zip(replies)
             .map(|(event, reply)| publish_outcome(topic, event, &reply, self.max_bytes))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if acked < self.wait.replicas as i64 {
+            let cursors: Vec<String> = outcomes
+                .iter()
+                .filter_map(|o| o.event().cursor().map(|c| c.to_string()))
+                .collect();
+            return Err(BrokerError::NotReplicated {
+                cursors: cursors.join(","),
+                acked,
+                wanted: self.wait.replicas,
+                timeout_ms: self.wait.timeout_ms,
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// The script and `WAIT` in one pipeline: both go to the topic's master over the same
+    /// connection, back to back, so `WAIT` covers this write. A master that does not know
+    /// the script yet (a replica just promoted: scripts are not replicated) gets it loaded
+    /// and the pipeline once more. Returns the script's replies and how many replicas
+    /// confirmed.
+    async fn invoke_and_wait(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<(Vec<Vec<Value>>, i64), BrokerError> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(self.wait.replicas)
+            .arg(self.wait.timeout_ms);
+        let mut conn = self.connection.clone();
+        let mut result: redis::RedisResult<(Vec<Vec<Value>>, i64)> =
+            pipeline.query_async(&mut conn).await;
+        if matches!(&result, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+        {
+            result = match invocation.load_async(&mut conn).await {
+                Ok(_) => pipeline.query_async(&mut conn).await,
+                Err(error) => Err(error),
+            };
+        }
+        self.health.note_command(&result);
+        result.map_err(unavailable)
     }
 
     /// Sets the data-set epoch if missing and returns it: a Redis that restarted empty
@@ -334,10 +461,18 @@ impl Commands {
         conn.get(&key).await
     }
 
-    /// Publishes this instance's canary.
+    /// Publishes one of this instance's canaries (to its shard, in cluster mode).
     pub async fn publish_canary(&self, channel: &str) {
+        let command = match self.keys.scheme() {
+            KeyScheme::Single => "PUBLISH",
+            KeyScheme::Cluster => "SPUBLISH",
+        };
         let mut conn = self.connection.clone();
-        let result: redis::RedisResult<i64> = conn.publish(channel, now_ms().to_string()).await;
+        let result: redis::RedisResult<i64> = redis::cmd(command)
+            .arg(channel)
+            .arg(now_ms().to_string())
+            .query_async(&mut conn)
+            .await;
         self.health.note_command(&result);
     }
 }
@@ -345,7 +480,7 @@ impl Commands {
 /// A page of `events` (read with `limit`), keeping those `inside` the window.
 fn page(
     events: Vec<(Cursor, Arc<StoredEvent>)>,
-    lost: bool,
+    lost: Option<Loss>,
     limit: usize,
     inside: impl Fn(&StoredEvent) -> bool,
 ) -> Page {
@@ -448,5 +583,45 @@ impl StreamInfo {
             }
         }
         info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The single-server script is the contract's (PROTOCOL 7.2), byte for byte.
+    #[test]
+    fn the_single_server_script_is_unchanged() {
+        let contract = r#"
+local results = {}
+for i = 3, #ARGV do
+  local id_key = KEYS[i]
+  local data = ARGV[i]
+  local first = redis.call('GET', id_key)
+  local duplicate = nil
+  if first then
+    local entry = redis.call('XRANGE', KEYS[1], first, first)
+    if entry[1] then
+      duplicate = {0, first, entry[1][2][2]}
+    end
+  end
+  if duplicate then
+    results[#results + 1] = duplicate
+  else
+    local cursor = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'data', data)
+    redis.call('SET', id_key, cursor, 'PX', ARGV[2])
+    redis.call('PUBLISH', KEYS[2], string.sub(data, 1, -2) .. ',"cursor":"' .. cursor .. '"}')
+    results[#results + 1] = {1, cursor}
+  end
+end
+return results
+"#;
+        assert_eq!(PUBLISH_SCRIPT, contract);
+        let cluster = contract.replace("'PUBLISH'", "'SPUBLISH'").replace(
+            "entry[1][2][2]}\n",
+            "entry[1][2][2]}\n      redis.call('SET', id_key, first, 'KEEPTTL')\n",
+        );
+        assert_eq!(CLUSTER_PUBLISH_SCRIPT, cluster);
     }
 }

@@ -1,30 +1,39 @@
 //! Redis backend: an atomic publish script (idempotency + XADD + PUBLISH), replay from
-//! per-topic streams, and one shared pub/sub connection per instance watched by a canary.
+//! per-topic streams, and pub/sub watched by a canary: one shared connection per instance
+//! on a single server, one per shard master on a Redis Cluster (`redis+cluster://`).
 //!
-//! - [`keys`]: key and channel names;
-//! - [`commands`]: the command connection: publish script, stream reads, lookups, epoch;
-//! - [`pubsub`]: the routing table and the task keeping the pub/sub connection subscribed;
-//! - [`health`]: the backend's health and reconnect count;
+//! - [`keys`]: key and channel names, for both layouts;
+//! - [`topology`]: cluster URLs, hash slots, the slot map;
+//! - [`connection`]: the command connection, to one server or a cluster;
+//! - [`commands`]: what runs on it: publish script, stream reads, lookups, epoch;
+//! - [`pubsub`]: the routing table and the task keeping a single server's pub/sub subscribed;
+//! - [`shards`]: the task keeping a cluster's sharded pub/sub subscribed, shard by shard;
+//! - [`health`]: the backend's health, per shard, and reconnect count;
 //! - [`invalid`]: envelopes from Redis that fail validation (dropped, counted, logged).
 
 pub mod commands;
+pub mod connection;
 pub mod health;
 pub mod invalid;
 pub mod keys;
 pub mod pubsub;
+pub mod shards;
+pub mod topology;
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use self::commands::{CommandSettings, Commands};
+use self::commands::{CommandSettings, Commands, WaitForReplicas};
+use self::connection::Connection;
 use self::health::RedisHealth;
 use self::invalid::InvalidEvents;
-use self::keys::Keys;
-use self::pubsub::{CANARY_INTERVAL, PubSubTask, Subscriptions};
+use self::keys::{KeyScheme, Keys};
+use self::pubsub::{CANARY_INTERVAL, Control, PubSubTask, Subscriptions};
+use self::shards::{ShardLinks, ShardPubSub};
+use self::topology::{ClusterUrl, is_cluster_url};
 use super::{
     BackendHealth, BoxFuture, Broker, BrokerError, LiveSink, Page, PublishOutcome, Resolution,
 };
@@ -32,7 +41,34 @@ use crate::config::{BackendKind, Config};
 use crate::envelope::{Cursor, NewEvent, ResumePosition, Topic};
 use crate::metrics::Metrics;
 
-pub use self::commands::PUBLISH_SCRIPT;
+pub use self::commands::{CLUSTER_PUBLISH_SCRIPT, PUBLISH_SCRIPT};
+
+/// Which Redis the backend runs on.
+enum Target {
+    /// One server.
+    Single(redis::Client),
+    /// A cluster, reached through its seed nodes.
+    Cluster(ClusterUrl),
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, BrokerError> {
+        let invalid = |e: String| BrokerError::Protocol(format!("REDIS_URL: {e}"));
+        if is_cluster_url(url) {
+            return ClusterUrl::parse(url).map(Self::Cluster).map_err(invalid);
+        }
+        redis::Client::open(url)
+            .map(Self::Single)
+            .map_err(|e| invalid(e.to_string()))
+    }
+
+    fn scheme(&self) -> KeyScheme {
+        match self {
+            Self::Single(_) => KeyScheme::Single,
+            Self::Cluster(_) => KeyScheme::Cluster,
+        }
+    }
+}
 
 /// The Redis backend. Dropping it ends its background tasks.
 pub struct RedisBroker {
@@ -43,6 +79,14 @@ pub struct RedisBroker {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// What both pub/sub tasks are built from.
+struct PubSubParts {
+    subscriptions: Arc<Subscriptions>,
+    commands: Arc<Commands>,
+    health: Arc<RedisHealth>,
+    control: tokio::sync::mpsc::Receiver<Control>,
+}
+
 impl RedisBroker {
     /// Connects lazily and starts the pub/sub and canary tasks; must run inside a Tokio
     /// runtime.
@@ -51,22 +95,29 @@ impl RedisBroker {
             .redis_url
             .as_deref()
             .ok_or_else(|| BrokerError::Protocol("REDIS_URL is not set".into()))?;
-        let client = redis::Client::open(url)
-            .map_err(|e| BrokerError::Protocol(format!("REDIS_URL: {e}")))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.redis_timeout))
-            .set_connection_timeout(Some(config.redis_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(|e| BrokerError::Protocol(e.to_string()))?;
-        let keys = Keys::new(&config.key_prefix);
-        let health = Arc::new(RedisHealth::new(metrics.redis_reconnects.clone()));
+        let target = Target::parse(url)?;
+        let connection = match &target {
+            Target::Single(client) => Connection::single(client.clone(), config.redis_timeout),
+            Target::Cluster(url) => Connection::cluster(url, config.redis_timeout),
+        }
+        .map_err(|e| BrokerError::Protocol(e.to_string()))?;
+        let keys = Keys::new(&config.key_prefix, target.scheme());
+        let health = Arc::new(match target {
+            Target::Single(_) => RedisHealth::single(metrics.redis_reconnects.clone()),
+            Target::Cluster(_) => RedisHealth::cluster(
+                metrics.redis_reconnects.clone(),
+                metrics.redis_shard_ready.clone(),
+            ),
+        });
         let invalid = Arc::new(InvalidEvents::new(metrics.invalid_events.clone()));
         let settings = CommandSettings {
             keys: keys.clone(),
             window_ms: config.window_ms(),
             max_bytes: config.max_payload_bytes,
+            wait: WaitForReplicas {
+                replicas: config.redis_wait_replicas,
+                timeout_ms: (config.redis_timeout.as_millis() as u64 / 2).max(1),
+            },
         };
         let commands = Arc::new(Commands::new(
             settings,
@@ -74,32 +125,58 @@ impl RedisBroker {
             health.clone(),
             invalid.clone(),
         ));
-        let canary = keys.canary(&ulid::Ulid::generate().to_string());
+        let instance = ulid::Ulid::generate().to_string();
         let (subscriptions, control) = Subscriptions::new(
-            canary.clone(),
+            keys.clone(),
+            instance.clone(),
             metrics.events_published.redis_external.clone(),
             invalid,
             config.max_payload_bytes,
         );
         let subscriptions = Arc::new(subscriptions);
-        let pubsub = PubSubTask::new(
-            subscriptions.clone(),
-            commands.clone(),
-            health.clone(),
-            client,
+        let parts = PubSubParts {
+            subscriptions: subscriptions.clone(),
+            commands: commands.clone(),
+            health: health.clone(),
             control,
-            config.redis_timeout,
-        );
-        let tasks = vec![
-            tokio::spawn(pubsub.run()),
-            tokio::spawn(run_canary(Arc::downgrade(&commands), canary)),
-        ];
+        };
+        let pubsub = match target {
+            Target::Single(client) => tokio::spawn(
+                PubSubTask::new(
+                    parts.subscriptions,
+                    parts.commands,
+                    parts.health,
+                    client,
+                    parts.control,
+                    config.redis_timeout,
+                )
+                .run(),
+            ),
+            Target::Cluster(url) => {
+                let links = ShardLinks {
+                    subscriptions: parts.subscriptions,
+                    commands: parts.commands,
+                    health: parts.health,
+                    resubscribes: metrics.redis_resubscribes.clone(),
+                };
+                let task = ShardPubSub::new(
+                    links,
+                    url,
+                    keys.clone(),
+                    instance,
+                    config.redis_timeout,
+                    parts.control,
+                );
+                tokio::spawn(task.run())
+            }
+        };
+        let canary = run_canary(Arc::downgrade(&commands), Arc::downgrade(&subscriptions));
         Ok(Self {
             keys,
             commands,
             subscriptions,
             health,
-            tasks,
+            tasks: vec![pubsub, tokio::spawn(canary)],
         })
     }
 }
@@ -113,23 +190,26 @@ impl Drop for RedisBroker {
     }
 }
 
-/// Publishes the canary every [`CANARY_INTERVAL`], so a silent pub/sub connection is
-/// noticed even when no events flow.
-async fn run_canary(commands: Weak<Commands>, channel: String) {
+/// Publishes the canaries every [`CANARY_INTERVAL`] (one per shard, all at once), so a
+/// silent pub/sub connection is noticed even when no events flow.
+async fn run_canary(commands: Weak<Commands>, subscriptions: Weak<Subscriptions>) {
     let mut tick = tokio::time::interval(CANARY_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(commands) = commands.upgrade() else {
+        let (Some(commands), Some(subscriptions)) = (commands.upgrade(), subscriptions.upgrade())
+        else {
             return;
         };
-        commands.publish_canary(&channel).await;
+        let channels = subscriptions.canaries();
+        futures_util::future::join_all(channels.iter().map(|c| commands.publish_canary(c))).await;
     }
 }
 
 /// Registers the sink, makes sure its channel is subscribed, then reads the stream head:
 /// live delivery is trusted from the head on.
 async fn subscribe(
+    cluster: bool,
     channel: String,
     topic: Topic,
     sink: LiveSink,
@@ -139,13 +219,17 @@ async fn subscribe(
 ) -> Result<Option<Cursor>, BrokerError> {
     let first = subscriptions.add_route(&channel, &topic, sink.clone());
     let subscribed = if first {
-        subscriptions.subscribe(channel).await
+        subscriptions.subscribe(channel.clone()).await
     } else {
         health.is_pubsub_up()
     };
     if !subscribed {
-        // Live delivery may start late: the supervisor fills from the stream.
+        // Live delivery may start late: the supervisor fills from the stream, now and (in
+        // cluster mode) once the channel is subscribed.
         sink.mark_gap();
+        if cluster {
+            subscriptions.mark_lost(&channel);
+        }
     }
     loop {
         match commands.head(&topic).await {
@@ -183,6 +267,7 @@ impl Broker for RedisBroker {
         sink: LiveSink,
     ) -> BoxFuture<Result<Option<Cursor>, BrokerError>> {
         Box::pin(subscribe(
+            self.keys.scheme() == KeyScheme::Cluster,
             self.keys.channel(&topic),
             topic,
             sink,

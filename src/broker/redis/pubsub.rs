@@ -1,5 +1,6 @@
-//! The Redis pub/sub side: one connection per instance, the table routing each channel to
-//! its supervisors' sinks, and the task that keeps the connection subscribed.
+//! The Redis pub/sub side: the table routing each channel to its supervisors' sinks, and,
+//! for a single server, the task that keeps the instance's one connection subscribed
+//! (cluster mode's connections, one per shard, are `shards`' job).
 //!
 //! Bounds: the `redis` crate's `PubSub` forwards messages through an unbounded channel; the
 //! task below drains it without awaiting anything else in between, and hands each message to
@@ -21,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::commands::Commands;
 use super::health::RedisHealth;
 use super::invalid::InvalidEvents;
+use super::keys::Keys;
 use crate::broker::{LiveMessage, LiveSink};
 use crate::envelope::{StoredEvent, Topic};
 
@@ -81,6 +83,31 @@ impl OwnIds {
 struct Route {
     topic: Topic,
     sinks: Vec<LiveSink>,
+    /// Its subscription was lost (cluster mode): before the first message of the new
+    /// subscription, or once it is confirmed, the sinks are told to fill the gap.
+    lost: bool,
+}
+
+impl Route {
+    /// Tells the sinks to fill from the stream, once per loss.
+    fn gap_if_lost(&mut self) {
+        if std::mem::take(&mut self.lost) {
+            for sink in &self.sinks {
+                sink.offer(LiveMessage::Gap);
+            }
+        }
+    }
+}
+
+/// What one pub/sub message was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// An event, handed to its route's sinks (or dropped as invalid).
+    Event,
+    /// One of this instance's canaries.
+    Canary,
+    /// A channel without a route (unsubscribed meanwhile).
+    Unrouted,
 }
 
 /// A request to the connection task.
@@ -91,12 +118,16 @@ pub enum Control {
     Unsubscribe(String),
 }
 
-/// The routing table of one instance's pub/sub connection.
+/// The routing table of one instance's pub/sub connections.
 pub struct Subscriptions {
     routes: Mutex<HashMap<String, Route>>,
     control: mpsc::Sender<Control>,
     own_ids: Mutex<OwnIds>,
-    canary_channel: String,
+    keys: Keys,
+    instance: String,
+    /// The canary channels this instance publishes and expects back: one for a single
+    /// server, one per shard in cluster mode (set by the shard task as the topology changes).
+    canaries: Mutex<Vec<String>>,
     closed: AtomicBool,
     external_events: IntCounter,
     invalid: Arc<InvalidEvents>,
@@ -104,9 +135,11 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    /// An empty table; its connection task takes requests from the returned receiver.
+    /// An empty table for `instance`'s channels named by `keys`; its connection task takes
+    /// requests from the returned receiver.
     pub fn new(
-        canary_channel: String,
+        keys: Keys,
+        instance: String,
         external_events: IntCounter,
         invalid: Arc<InvalidEvents>,
         max_bytes: usize,
@@ -116,7 +149,9 @@ impl Subscriptions {
             routes: Mutex::new(HashMap::new()),
             control,
             own_ids: Mutex::new(OwnIds::default()),
-            canary_channel,
+            canaries: Mutex::new(vec![keys.canary(&instance)]),
+            keys,
+            instance,
             closed: AtomicBool::new(false),
             external_events,
             invalid,
@@ -149,6 +184,7 @@ impl Subscriptions {
         let route = routes.entry(channel.to_owned()).or_insert_with(|| Route {
             topic: topic.clone(),
             sinks: Vec::new(),
+            lost: false,
         });
         route.sinks.retain(|s| !s.is_closed());
         route.sinks.push(sink);
@@ -187,14 +223,46 @@ impl Subscriptions {
         }
     }
 
-    fn is_routed(&self, channel: &str) -> bool {
+    /// True while `channel` has a route.
+    pub fn is_routed(&self, channel: &str) -> bool {
         lock(&self.routes).contains_key(channel)
     }
 
+    /// Every routed channel.
+    pub fn routed_channels(&self) -> Vec<String> {
+        lock(&self.routes).keys().cloned().collect()
+    }
+
     fn channels(&self) -> Vec<String> {
-        let mut channels: Vec<String> = lock(&self.routes).keys().cloned().collect();
-        channels.push(self.canary_channel.clone());
+        let mut channels = self.routed_channels();
+        channels.extend(self.canaries());
         channels
+    }
+
+    /// The canary channels to publish.
+    pub fn canaries(&self) -> Vec<String> {
+        lock(&self.canaries).clone()
+    }
+
+    /// Replaces the canary channels (cluster mode: one per shard).
+    pub fn set_canaries(&self, channels: Vec<String>) {
+        *lock(&self.canaries) = channels;
+    }
+
+    /// `channel`'s subscription is gone (cluster mode): its sinks fill the gap once it is
+    /// subscribed again.
+    pub fn mark_lost(&self, channel: &str) {
+        if let Some(route) = lock(&self.routes).get_mut(channel) {
+            route.lost = true;
+        }
+    }
+
+    /// `channel` is subscribed again: its sinks fill the gap unless a message of the new
+    /// subscription already made them.
+    pub fn resubscribed(&self, channel: &str) {
+        if let Some(route) = lock(&self.routes).get_mut(channel) {
+            route.gap_if_lost();
+        }
     }
 
     /// Offers a message to every sink of every route (reconnects, data loss).
@@ -207,21 +275,23 @@ impl Subscriptions {
         }
     }
 
-    /// Hands one pub/sub message to its route's sinks; true when it was the canary.
-    fn route_message(&self, channel: &str, payload: &[u8]) -> bool {
-        if channel == self.canary_channel {
-            return true;
+    /// Hands one pub/sub message to its route's sinks (after a gap signal when the route
+    /// was lost, so a fill from the stream comes before the new subscription's events).
+    pub fn route_message(&self, channel: &str, payload: &[u8]) -> Routed {
+        if self.keys.is_canary_of(channel, &self.instance) {
+            return Routed::Canary;
         }
-        let routes = lock(&self.routes);
-        let Some(route) = routes.get(channel) else {
-            return false;
+        let mut routes = lock(&self.routes);
+        let Some(route) = routes.get_mut(channel) else {
+            return Routed::Unrouted;
         };
+        route.gap_if_lost();
         // Validated like a published envelope: a producer cannot forge frames or events.
         let event = match StoredEvent::from_wire(payload, None, &route.topic, self.max_bytes) {
             Ok(event) => Arc::new(event),
             Err(error) => {
                 self.invalid.dropped(&route.topic, "pubsub", &error);
-                return false;
+                return Routed::Event;
             }
         };
         if !lock(&self.own_ids).take(event.id()) {
@@ -230,7 +300,7 @@ impl Subscriptions {
         for sink in &route.sinks {
             sink.offer(LiveMessage::Event(event.clone()));
         }
-        false
+        Routed::Event
     }
 }
 
@@ -382,7 +452,8 @@ impl PubSubTask {
                 message = stream.next() => match message {
                     Some(message) => {
                         let payload = message.get_payload_bytes();
-                        if self.subscriptions.route_message(message.get_channel_name(), payload) {
+                        let routed = self.subscriptions.route_message(message.get_channel_name(), payload);
+                        if routed == Routed::Canary {
                             self.health.canary_seen();
                         }
                     }
