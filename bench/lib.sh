@@ -27,8 +27,11 @@ install_bench_deps() {
     return 0
 }
 
-# The hub and the load tool, release build; sets HUB_BIN and LOAD.
+# The hub and the load tool, release build; sets HUB_BIN and LOAD (both given: no build).
 build_release() {
+    if [[ -n ${HUB_BIN:-} && -n ${LOAD:-} ]]; then
+        return 0
+    fi
     log "building the hub and the load tool (release)"
     cargo build --release --quiet --bin dashclaw-realtime --bin dashclaw-realtime-load
     HUB_BIN=$PWD/target/release/dashclaw-realtime
@@ -71,7 +74,8 @@ start_redis() { # dir
 # nginx + Nchan set up as the equivalent of the hub: one EventSource channel per org at
 # /sub/{org}, publishing at /pub/{org}, a 10-minute message buffer of NCHAN_BUFFER_LENGTH
 # messages, newest-first subscription like the hub's live join. STORE is memory or redis (the
-# redis-server at REDIS_PORT); LISTEN_FLAGS e.g. "reuseport". Sets STOP_PID (the master) and
+# redis-server at REDIS_PORT); LISTEN_FLAGS e.g. "reuseport"; NGINX_MAIN_EXTRA is added to the
+# main context (e.g. "worker_shutdown_timeout 10s;"). Sets STOP_PID (the master) and
 # SERVER_PIDS (master and workers, what the load tool measures).
 start_nchan() { # dir port workers store [listen_flags]
     local dir=$1 port=$2 workers=$3 store=$4 flags=${5:-}
@@ -84,6 +88,7 @@ start_nchan() { # dir port workers store [listen_flags]
 load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
 worker_processes $workers;
 worker_rlimit_nofile 19900;
+${NGINX_MAIN_EXTRA:-}
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
 events { worker_connections 19800; multi_accept on; }

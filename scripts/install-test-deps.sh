@@ -19,6 +19,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+# bench/rolling-restart.sh (run by load/tests/load_tool.rs) picks ports and summarises with it.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ "$(node_major)" -lt 20 ]; then need_apt+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then need_apt+=(npm); fi
 

@@ -139,6 +139,8 @@ pub struct Snapshot {
     pub uptime_seconds: u64,
     /// Open SSE connections.
     pub connections: i64,
+    /// SSE connections accepted since start (`connections_opened_total`).
+    pub opened_total: u64,
     /// Topics with a running supervisor.
     pub orgs_active: i64,
     /// Events newly stored, by every path.
@@ -412,6 +414,7 @@ impl Metrics {
             instance_id: self.instance_id.clone(),
             uptime_seconds: self.started.elapsed().as_secs(),
             connections: self.connections.get(),
+            opened_total: self.connections_opened.get(),
             orgs_active: self.orgs_active.get(),
             published_total: published.in_process.get()
                 + published.http.get()

@@ -157,6 +157,9 @@ async fn sigterm_drains_paced_to_the_other_instance() {
         ("REALTIME_RETRY_MS", "500"),
     ];
     let a = TestHub::spawn(&env).await;
+    // /readyz is 503 until A's backend is up: the probe starts after that, so the first 503 it
+    // sees is the drain's.
+    assert!(a.wait_ready(WAIT).await, "A never ready:\n{}", a.log_text());
     let base = a.base_url();
     // Opened while only A listens, so this connection (and every stream below) is A's.
     let stop_probe = Arc::new(AtomicBool::new(false));

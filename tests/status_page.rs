@@ -142,6 +142,7 @@ async fn stats_counters_move_when_events_flow(backend: Backend) {
     subscriber
         .expect_event_named("realtime.connected", WAIT)
         .await;
+    let opened_before = before["opened_total"].as_u64().expect("opened_total");
     let published_before = before["published_total"].as_u64().expect("published_total");
     let delivered_before = before["delivered_total"].as_u64().expect("delivered_total");
     for n in 0..3 {
@@ -157,7 +158,8 @@ async fn stats_counters_move_when_events_flow(backend: Backend) {
         subscriber.expect_event_named("action.created", WAIT).await;
     }
     let after = stats_until(&mut stats, "the 3 events counted", |s| {
-        s["published_total"].as_u64() >= Some(published_before + 3)
+        s["opened_total"].as_u64() >= Some(opened_before + 1)
+            && s["published_total"].as_u64() >= Some(published_before + 3)
             && s["delivered_total"].as_u64() >= Some(delivered_before + 3)
     })
     .await;

@@ -27,6 +27,12 @@ pub enum Command {
     /// Connect N, publish --events E, drop every client, publish --behind X more, reconnect all at
     /// once with Last-Event-ID, report the time until every client caught up.
     ResumeStorm(Opts),
+    /// Connect N clients that follow their stream across its ends as EventSource does (the
+    /// server's `retry:`, `Last-Event-ID`, `Retry-After` after a refusal), publish at R events/s
+    /// throughout, run --restart-cmd once per instance in turn, then report missing and duplicate
+    /// deliveries, reconnect times, delivery latency before, during and after the restarts, and
+    /// the peak new-stream rate per instance.
+    RollingRestart(RollingOpts),
     /// Internal: one shard of clients in a child process (JSON lines on stdin/stdout).
     #[command(hide = true)]
     Worker,
@@ -39,6 +45,7 @@ impl Command {
             Command::Idle(_) => "idle",
             Command::Burst(_) => "burst",
             Command::ResumeStorm(_) => "resume-storm",
+            Command::RollingRestart(_) => "rolling-restart",
             Command::Worker => "worker",
         }
     }
@@ -136,6 +143,37 @@ pub struct Opts {
     /// Print the report as JSON (and no progress bar).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `rolling-restart`.
+#[derive(Debug, Clone, Args)]
+pub struct RollingOpts {
+    #[command(flatten)]
+    pub opts: Opts,
+    /// Restarts one instance and exits 0 once it serves again (or non-zero), run with `sh -c`;
+    /// `{i}` is replaced by the step, 1..=--restarts. bench/rolling-restart.sh supplies it.
+    #[arg(long)]
+    pub restart_cmd: String,
+    /// Restart steps (one per instance).
+    #[arg(long, default_value_t = 3)]
+    pub restarts: u32,
+    /// Seconds of publishing before the first restart (the "before" latency).
+    #[arg(long, default_value_t = 10.0)]
+    pub before: f64,
+    /// Seconds of publishing after the last restart (the "after" latency).
+    #[arg(long, default_value_t = 10.0)]
+    pub after: f64,
+    /// Seconds allowed for one restart command.
+    #[arg(long, default_value_t = 120.0)]
+    pub restart_timeout: f64,
+    /// Watch each instance's `/v1/ops/stats` over this many connections (spread by the kernel
+    /// over `REALTIME_REUSE_PORT` instances, reopened every few seconds) for the hub-side peak
+    /// new-stream rate; 0 for servers without it (Nchan).
+    #[arg(long, default_value_t = 0)]
+    pub stats_watchers: usize,
+    /// Reconnect delay when a stream ended without a `retry:` hint (ms).
+    #[arg(long, default_value_t = 1000)]
+    pub reconnect_ms: u64,
 }
 
 /// A validated loopback URL base.

@@ -70,6 +70,10 @@ pub struct Client {
     tracker: SeqTracker,
     joined: bool,
     caught: bool,
+    /// When the last established stream ended (for the reconnect time).
+    lost_at: Option<Instant>,
+    /// `Retry-After` of the last refused attempt.
+    retry_after: Option<u64>,
 }
 
 /// Per-connection state while the stream is read.
@@ -78,6 +82,8 @@ struct ConnState {
     framing: Option<Framing>,
     ready: bool,
     started: Instant,
+    /// `X-Realtime-Instance` of the response.
+    instance: Option<String>,
 }
 
 /// Receives the parsed items of one client.
@@ -117,11 +123,12 @@ impl Sink<'_> {
             return;
         }
         ctx.unique.fetch_add(1, Relaxed);
-        // Events before the ready event are replay: their age is not a delivery latency.
-        if *self.ready
+        // Events before the ready event are replay: their age is not a delivery latency,
+        // unless the run follows clients across restarts.
+        if (*self.ready || ctx.cfg.latency_includes_replay)
             && let Some(sent) = sent
         {
-            ctx.latency.record(self.now_us.saturating_sub(sent));
+            ctx.latency_now().record(self.now_us.saturating_sub(sent));
         }
         let expected = ctx.expected[self.org].load(Relaxed);
         if expected > 0 && !*self.caught && self.tracker.unique_in(1, expected) >= expected {
@@ -155,6 +162,25 @@ impl Client {
             tracker: SeqTracker::new(),
             joined: false,
             caught: false,
+            lost_at: None,
+            retry_after: None,
+        }
+    }
+
+    /// How long to wait before the next attempt after `end`.
+    fn backoff(&self, ctx: &Ctx, end: &End) -> Duration {
+        let cfg = &ctx.cfg;
+        match end {
+            End::PhaseChanged => Duration::ZERO,
+            // As EventSource: the stream's last `retry:` hint, else the configured delay.
+            End::Lost if cfg.honor_retry => {
+                Duration::from_millis(self.parser.reconnection_time().unwrap_or(cfg.reconnect_ms))
+            }
+            End::Lost => Duration::from_millis(100),
+            End::Failed(_) if cfg.persistent => self
+                .retry_after
+                .map_or(Duration::from_millis(500), Duration::from_secs),
+            End::Failed(_) => Duration::from_millis(500),
         }
     }
 
@@ -190,26 +216,30 @@ impl Client {
                 continue;
             }
             let mut was_ready = false;
+            self.retry_after = None;
             let end = self.connection(&ctx, &mut phase_rx, &mut was_ready).await;
             if was_ready {
                 ctx.open.fetch_sub(1, Relaxed);
                 attempts_left = ATTEMPTS;
             }
-            let backoff = match end {
+            let backoff = self.backoff(&ctx, &end);
+            match end {
                 End::PhaseChanged => continue,
                 End::Failed(kind) => {
                     ctx.fail(kind);
-                    attempts_left -= 1;
+                    // A persistent client (rolling restarts) keeps trying until the phase ends.
+                    if !ctx.cfg.persistent {
+                        attempts_left -= 1;
+                    }
                     if attempts_left == 0 && !self.joined {
                         ctx.failed_clients.fetch_add(1, Relaxed);
                     }
-                    Duration::from_millis(500)
                 }
                 End::Lost => {
                     ctx.disconnects.fetch_add(1, Relaxed);
-                    Duration::from_millis(100)
+                    self.lost_at = Some(Instant::now());
                 }
-            };
+            }
             tokio::select! {
                 _ = sleep(backoff) => {}
                 r = phase_rx.changed() => if r.is_err() { break },
@@ -259,6 +289,7 @@ impl Client {
             framing: None,
             ready: false,
             started,
+            instance: None,
         };
         loop {
             tokio::select! {
@@ -350,8 +381,10 @@ impl Client {
                 Err(_) => return Some(Err(Some(FailKind::Protocol))),
                 Ok(Some((head, n))) => {
                     if head.status != 200 {
+                        self.retry_after = head.retry_after;
                         return Some(Err(Some(FailKind::Status(head.status))));
                     }
+                    st.instance = head.instance;
                     st.framing = Some(match head.framing {
                         BodyFraming::Chunked => Framing::Chunked(ChunkedDecoder::new()),
                         BodyFraming::Length(n) => Framing::Length(n),
@@ -413,6 +446,10 @@ impl Client {
         ctx.open.fetch_add(1, Relaxed);
         ctx.connect_time
             .record(st.started.elapsed().as_micros() as u64);
+        ctx.opened(st.instance.as_deref());
+        if let Some(lost) = self.lost_at.take() {
+            ctx.reconnect.record(lost.elapsed().as_micros() as u64);
+        }
         if !self.joined {
             self.joined = true;
             ctx.joined.fetch_add(1, Relaxed);

@@ -17,6 +17,10 @@ pub struct ResponseHead {
     /// `Connection: close` was given (or HTTP/1.0 without keep-alive).
     pub close: bool,
     pub content_type: Option<String>,
+    /// `Retry-After` in delay-seconds, when given.
+    pub retry_after: Option<u64>,
+    /// `X-Realtime-Instance`: which dashclaw-realtime instance answered.
+    pub instance: Option<String>,
 }
 
 /// Longest head accepted.
@@ -48,6 +52,8 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
     let mut length = None;
     let mut close = version == "HTTP/1.0";
     let mut content_type = None;
+    let mut retry_after = None;
+    let mut instance = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -75,6 +81,10 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
             }
         } else if name.eq_ignore_ascii_case("content-type") {
             content_type = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            retry_after = value.parse().ok();
+        } else if name.eq_ignore_ascii_case("x-realtime-instance") {
+            instance = Some(value.to_string());
         }
     }
     let framing = if chunked {
@@ -92,6 +102,8 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, 
             framing,
             close: close || framing == BodyFraming::Close,
             content_type,
+            retry_after,
+            instance,
         },
         end.1,
     )))
@@ -148,6 +160,15 @@ mod tests {
             .unwrap();
         assert_eq!(head.framing, BodyFraming::Close);
         assert!(head.close);
+        let (head, _) = parse_response_head(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 4\r\nX-Realtime-Instance: 01K\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (head.retry_after, head.instance.as_deref()),
+            (Some(4), Some("01K"))
+        );
         assert!(parse_response_head(b"SSH-2.0\r\n\r\n").is_err());
         assert!(parse_response_head(b"HTTP/1.1 abc\r\n\r\n").is_err());
         assert!(parse_response_head(&vec![b'a'; MAX_HEAD + 1]).is_err());

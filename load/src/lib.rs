@@ -7,12 +7,14 @@
 //! - [`hist`]: a log-bucketed (HDR-like) latency histogram with percentiles, mergeable and
 //!   serializable, plus a lock-free recording variant;
 //! - [`seq`]: per-client sequence accounting (delivered, missing, duplicate, out-of-order);
+//! - [`rates`]: per-instance peak new-stream rates for the `rolling-restart` report;
 //! - [`template`]: URL/body templates (`{org}`, `{seq}`, `{sent_ms}`, `{sent_us}`) and extraction
 //!   of the sequence number and send timestamp from a received payload.
 
 pub mod chunked;
 pub mod hist;
 pub mod http;
+pub mod rates;
 pub mod seq;
 pub mod sse;
 pub mod template;

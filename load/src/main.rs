@@ -15,6 +15,7 @@ mod publish;
 mod report;
 mod scenarios;
 mod shard;
+mod stats;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,7 @@ async fn main() -> ExitCode {
         Command::Fanout(o) | Command::Idle(o) | Command::Burst(o) | Command::ResumeStorm(o) => {
             o.json
         }
+        Command::RollingRestart(r) => r.opts.json,
         Command::Worker => false,
     };
     match scenarios::run(&cli.command).await {

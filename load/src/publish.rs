@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use dashclaw_realtime_load::chunked::ChunkedDecoder;
@@ -174,6 +174,12 @@ pub struct Publisher {
     pub accepted: Arc<AtomicU64>,
     /// `--embed-hub`: publish through this handle instead of HTTP.
     pub in_process: Option<HubHandle>,
+    /// Set to end a run without an event count at the next event.
+    pub stop: Arc<AtomicBool>,
+    /// Retry a refused or failed request until it is accepted or the run's `until` (rolling
+    /// restarts: every sequence number handed out must be stored, or it would count as missing);
+    /// otherwise three attempts.
+    pub persist: bool,
 }
 
 /// One publishing run.
@@ -262,7 +268,7 @@ impl Publisher {
         let mut body = String::with_capacity(256 * self.batch);
         let mut k: u64 = 0;
         loop {
-            if Instant::now() >= until {
+            if Instant::now() >= until || self.stop.load(Relaxed) {
                 break;
             }
             // Claim up to `batch` events from the budget.
@@ -333,19 +339,22 @@ impl Publisher {
             });
             let t = j % self.targets.len();
             let conn = conns[t].get_or_insert_with(|| HttpConn::new(self.targets[t].clone()));
-            let mut result = Err(String::new());
-            for _attempt in 0..3 {
+            let mut result;
+            let mut attempts = 0;
+            loop {
                 result = conn
                     .post(&path, &self.headers, &self.content_type, body.as_bytes())
                     .await;
-                match &result {
-                    Ok(s) if (200..300).contains(s) => break,
-                    Ok(s) if *s == 429 || *s >= 500 => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+                attempts += 1;
+                let pause = match &result {
+                    Ok(s) if *s == 429 || *s >= 500 => Duration::from_millis(100),
                     Ok(_) => break,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(_) => Duration::from_millis(50),
+                };
+                if (attempts >= 3 && !self.persist) || Instant::now() >= until {
+                    break;
                 }
+                tokio::time::sleep(pause).await;
             }
             match result {
                 Ok(s) if (200..300).contains(&s) => {

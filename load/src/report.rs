@@ -103,6 +103,42 @@ pub struct ResumeReport {
     pub catchup_ms: Quantiles,
 }
 
+/// One restart step of `rolling-restart`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestartStep {
+    pub step: u32,
+    /// Seconds the restart command took (signal, drain, exit, start).
+    pub seconds: f64,
+    /// It exited 0.
+    pub ok: bool,
+    /// Its exit status and the end of its output, when it failed.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RollingReport {
+    pub steps: Vec<RestartStep>,
+    /// Every step succeeded.
+    pub all_restarted: bool,
+    /// From an established stream's end to the client's next stream subscribed (including
+    /// the server's `retry:` delay and any refused attempts in between).
+    pub reconnect_ms: Quantiles,
+    /// Delivery latency (publish to first receipt, replayed events included) before the first
+    /// restart, from its start to the end of the last, and after.
+    pub latency_before_ms: Quantiles,
+    pub latency_during_ms: Quantiles,
+    pub latency_after_ms: Quantiles,
+    /// Per instance, the most streams subscribed in one second from the first restart on, as
+    /// the clients saw them (`X-Realtime-Instance`; "" for servers that do not name themselves).
+    pub client_opens_peak: Vec<dashclaw_realtime_load::rates::InstancePeak>,
+    /// The highest of `client_opens_peak`.
+    pub client_opens_peak_per_s: f64,
+    /// The same from the hubs' own counters (`--stats-watchers`), when watched.
+    pub hub_peaks: Option<crate::stats::HubPeaks>,
+    /// The highest hub-side `connections_opened_total` rate of any instance.
+    pub hub_opened_peak_per_s: Option<f64>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ServerReport {
     pub pids: Vec<u32>,
@@ -135,6 +171,7 @@ pub struct Report {
     pub publish: Vec<Outcome>,
     pub burst: Option<BurstReport>,
     pub resume: Option<ResumeReport>,
+    pub rolling: Option<RollingReport>,
     pub server: Option<ServerReport>,
 }
 
@@ -146,7 +183,8 @@ impl Report {
             && d.missing == 0
             && d.duplicates == 0
             && self.publish.iter().all(|p| p.failed_requests == 0)
-            && self.resume.as_ref().is_none_or(|r| r.all_caught_up);
+            && self.resume.as_ref().is_none_or(|r| r.all_caught_up)
+            && self.rolling.as_ref().is_none_or(|r| r.all_restarted);
     }
 
     pub fn human(&self) -> String {
@@ -292,6 +330,38 @@ impl Report {
                     r.catchup_ms.p50, r.catchup_ms.p99, r.catchup_ms.max
                 ),
             );
+        }
+        if let Some(r) = &self.rolling {
+            for st in &r.steps {
+                row(
+                    &format!("restart #{}", st.step),
+                    format!(
+                        "{:.1} s {}",
+                        st.seconds,
+                        if st.ok {
+                            "ok".to_string()
+                        } else {
+                            format!("FAILED: {}", st.error.as_deref().unwrap_or(""))
+                        }
+                    ),
+                );
+            }
+            let q = |q: &Quantiles| format!("p50 {:.1}  p99 {:.1}  max {:.1}", q.p50, q.p99, q.max);
+            row("reconnect ms", q(&r.reconnect_ms));
+            row("latency before ms", q(&r.latency_before_ms));
+            row("latency during ms", q(&r.latency_during_ms));
+            row("latency after ms", q(&r.latency_after_ms));
+            row(
+                "peak opens/s (clients)",
+                format!(
+                    "{:.0}  over {} instance(s)",
+                    r.client_opens_peak_per_s,
+                    r.client_opens_peak.len()
+                ),
+            );
+            if let Some(h) = r.hub_opened_peak_per_s {
+                row("peak opens/s (hub)", format!("{h:.0}"));
+            }
         }
         if let Some(v) = &self.server {
             row(

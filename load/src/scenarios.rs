@@ -2,26 +2,29 @@
 
 use std::io::IsTerminal;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
+use dashclaw_realtime_load::rates::busiest_second;
 use dashclaw_realtime_load::template::Template;
 use futures_util::future::join_all;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::{Instant, sleep};
 
-use crate::cli::{Command, Opts, Target, parse_headers};
+use crate::cli::{Command, Opts, RollingOpts, Target, parse_headers};
 use crate::client::wall_us;
 use crate::embedded::EmbeddedHub;
 use crate::procfs::{ProcSample, sample_all};
 use crate::publish::{Outcome, Publisher, Run};
 use crate::report::{
-    BurstReport, ConfigReport, ConnectReport, Quantiles, Report, ResumeReport, ServerReport,
+    BurstReport, ConfigReport, ConnectReport, Quantiles, Report, RestartStep, ResumeReport,
+    RollingReport, ServerReport,
 };
 use crate::shard::{
     Cmd, RemoteShard, Reply, Shard, ShardConfig, ShardHandle, ShardResult, Snapshot,
 };
+use crate::stats::{HubPeaks, StatsWatch};
 
 /// Largest batch the contract accepts.
 const MAX_BATCH: usize = 1000;
@@ -38,6 +41,13 @@ struct Runner {
     progress: bool,
     timed_out: bool,
     notes: Vec<String>,
+    /// `rolling-restart` only.
+    rolling: Option<RollingOpts>,
+    /// Wall-clock second of the first restart (peaks are taken from then on).
+    restart_from_unix_s: u64,
+    hub_peaks: Option<HubPeaks>,
+    /// The steps run and whether all succeeded.
+    rolling_steps: Option<(Vec<RestartStep>, bool)>,
 }
 
 fn validate(o: &Opts) -> Result<(), String> {
@@ -100,15 +110,35 @@ fn validate(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
+fn validate_rolling(r: &RollingOpts) -> Result<(), String> {
+    let secs = |v: f64| v >= 0.0 && v.is_finite();
+    if r.restart_cmd.trim().is_empty() {
+        return Err("--restart-cmd must not be empty".into());
+    }
+    if !(1..=100).contains(&r.restarts) {
+        return Err("--restarts must be 1..=100".into());
+    }
+    if !(secs(r.before) && secs(r.after) && r.restart_timeout > 0.0 && secs(r.restart_timeout)) {
+        return Err("--before, --after and --restart-timeout must be >= 0 (timeout > 0)".into());
+    }
+    if r.stats_watchers > 64 {
+        return Err("--stats-watchers must be at most 64".into());
+    }
+    Ok(())
+}
+
 pub async fn run(command: &Command) -> Result<Report, String> {
-    let (Command::Fanout(opts)
-    | Command::Idle(opts)
-    | Command::Burst(opts)
-    | Command::ResumeStorm(opts)) = command
-    else {
-        return Err("not a scenario".into());
+    let (opts, rolling) = match command {
+        Command::Fanout(o) | Command::Idle(o) | Command::Burst(o) | Command::ResumeStorm(o) => {
+            (o, None)
+        }
+        Command::RollingRestart(r) => (&r.opts, Some(r.clone())),
+        Command::Worker => return Err("not a scenario".into()),
     };
     validate(opts)?;
+    if let Some(r) = &rolling {
+        validate_rolling(r)?;
+    }
     let embedded = if opts.embed_hub {
         Some(EmbeddedHub::start()?)
     } else {
@@ -180,6 +210,10 @@ pub async fn run(command: &Command) -> Result<Report, String> {
             connect_rate: opts.connect_rate / processes as f64,
             connect_timeout_ms: (opts.connect_timeout * 1000.0) as u64,
             max_duration_ms: (opts.max_duration * 1000.0) as u64,
+            honor_retry: rolling.is_some(),
+            reconnect_ms: rolling.as_ref().map_or(100, |r| r.reconnect_ms),
+            persistent: rolling.is_some(),
+            latency_includes_replay: rolling.is_some(),
         };
         shards.push(if processes == 1 {
             ShardHandle::Local(Box::new(Shard::new(cfg)))
@@ -199,6 +233,8 @@ pub async fn run(command: &Command) -> Result<Report, String> {
         next_seq: Arc::new((0..opts.orgs).map(|_| AtomicU64::new(0)).collect()),
         accepted: Arc::new(AtomicU64::new(0)),
         in_process: embedded.map(|e| e.hub),
+        stop: Arc::new(AtomicBool::new(false)),
+        persist: rolling.is_some(),
     };
     let mut r = Runner {
         opts: opts.clone(),
@@ -210,6 +246,10 @@ pub async fn run(command: &Command) -> Result<Report, String> {
         progress: !opts.json && std::io::stderr().is_terminal(),
         timed_out: false,
         notes: Vec::new(),
+        rolling,
+        restart_from_unix_s: 0,
+        hub_peaks: None,
+        rolling_steps: None,
     };
     let result = r.scenario().await;
     // Always collect and stop the shards, even after an error.
@@ -535,6 +575,11 @@ impl Runner {
                     ..ResumeReport::default()
                 });
             }
+            "rolling-restart" if self.remaining() => {
+                let (outcome, s) = self.rolling_restart().await?;
+                report.publish.push(outcome);
+                delivered_window = Some((s.delivered, t0.elapsed().as_secs_f64()));
+            }
             _ => self.timed_out = true,
         }
         let cpu1 = self.server();
@@ -554,6 +599,111 @@ impl Runner {
         }
         report.server = server;
         Ok(report)
+    }
+
+    /// Publish throughout; `--before` seconds, then each restart step in turn, then `--after`
+    /// seconds; stop publishing and wait for every delivery.
+    async fn rolling_restart(&mut self) -> Result<(Outcome, Snapshot), String> {
+        let Some(r) = self.rolling.clone() else {
+            return Err("not a rolling-restart run".into());
+        };
+        let o = self.opts.clone();
+        let watch = (r.stats_watchers > 0)
+            .then(|| self.publisher.targets.first().cloned())
+            .flatten()
+            .map(|t| StatsWatch::start(&t, &self.publisher.headers, r.stats_watchers));
+        let publisher = self.publisher.clone();
+        let run = Run {
+            events: None,
+            rate: Some(o.rate),
+            until: self.deadline,
+        };
+        let publishing = tokio::spawn(async move { publisher.run(run).await });
+        self.hold(r.before, "before").await;
+        self.restart_from_unix_s = wall_us() / 1_000_000;
+        self.call_all(Cmd::LatencyPhase { phase: 1 }).await?;
+        let mut steps = Vec::new();
+        for step in 1..=r.restarts {
+            if !self.remaining() {
+                self.timed_out = true;
+                break;
+            }
+            let st = self.restart_step(&r, step).await;
+            let ok = st.ok;
+            steps.push(st);
+            if !ok {
+                self.notes
+                    .push(format!("restart step {step} failed: no further steps"));
+                break;
+            }
+        }
+        self.call_all(Cmd::LatencyPhase { phase: 2 }).await?;
+        self.hold(r.after, "after").await;
+        self.publisher.stop.store(true, Relaxed);
+        let outcome = publishing.await.unwrap_or_default();
+        let (s, _) = self.drain("draining").await?;
+        if let Some(w) = watch {
+            self.hub_peaks = Some(w.finish(self.restart_from_unix_s).await);
+        }
+        let all_restarted = steps.len() == r.restarts as usize && steps.iter().all(|s| s.ok);
+        self.rolling_steps = Some((steps, all_restarted));
+        Ok((outcome, s))
+    }
+
+    /// Publishing goes on for `secs` (with a progress bar).
+    async fn hold(&mut self, secs: f64, msg: &str) {
+        let bar = self.bar(secs.ceil() as u64, msg);
+        let t = Instant::now();
+        let end = self.limit(Duration::from_secs_f64(secs));
+        while Instant::now() < end {
+            sleep(Duration::from_millis(200).min(end - Instant::now())).await;
+            bar.set_position(t.elapsed().as_secs());
+        }
+        bar.finish_and_clear();
+    }
+
+    /// Run the restart command for `step` (bounded by --restart-timeout and the run's deadline).
+    async fn restart_step(&mut self, r: &RollingOpts, step: u32) -> RestartStep {
+        let cmd = r.restart_cmd.replace("{i}", &step.to_string());
+        let bar = self.bar(r.restarts as u64, &format!("restart {step}"));
+        bar.set_position(step as u64 - 1);
+        let started = Instant::now();
+        let child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let limit = self.limit(Duration::from_secs_f64(r.restart_timeout));
+        let result = match child {
+            Err(e) => Err(format!("spawning {cmd:?}: {e}")),
+            Ok(child) => match tokio::time::timeout_at(limit, child.wait_with_output()).await {
+                Err(_) => Err(format!("{cmd:?} did not finish within --restart-timeout")),
+                Ok(Err(e)) => Err(format!("{cmd:?}: {e}")),
+                Ok(Ok(out)) if out.status.success() => Ok(()),
+                Ok(Ok(out)) => {
+                    let text = String::from_utf8_lossy(&out.stderr);
+                    let tail: String = text
+                        .chars()
+                        .rev()
+                        .take(400)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect();
+                    Err(format!("{cmd:?} exited {}: {}", out.status, tail.trim()))
+                }
+            },
+        };
+        bar.finish_and_clear();
+        RestartStep {
+            step,
+            seconds: started.elapsed().as_secs_f64(),
+            ok: result.is_ok(),
+            error: result.err(),
+        }
     }
 
     async fn finish(&mut self) -> Result<ShardResult, String> {
@@ -615,6 +765,31 @@ impl Runner {
             if m.catchup_us.count() > 0 {
                 res.caught_up_s = m.catchup_us.max() as f64 / 1e6;
             }
+        }
+        if let Some((steps, all_restarted)) = self.rolling_steps.take() {
+            let client_opens_peak = busiest_second(&m.opens, self.restart_from_unix_s);
+            let hub_peaks = self.hub_peaks.take();
+            report.rolling = Some(RollingReport {
+                steps,
+                all_restarted,
+                reconnect_ms: Quantiles::from_us(&m.reconnect_us),
+                latency_before_ms: Quantiles::from_us(&m.latency_us),
+                latency_during_ms: Quantiles::from_us(&m.latency_during_us),
+                latency_after_ms: Quantiles::from_us(&m.latency_after_us),
+                client_opens_peak_per_s: client_opens_peak
+                    .iter()
+                    .map(|p| p.per_second)
+                    .fold(0.0, f64::max),
+                client_opens_peak,
+                hub_opened_peak_per_s: hub_peaks
+                    .as_ref()
+                    .map(|h| h.opened.iter().map(|p| p.per_second).fold(0.0, f64::max)),
+                hub_peaks,
+            });
+            let mut all = m.latency_us.clone();
+            all.merge(&m.latency_during_us);
+            all.merge(&m.latency_after_us);
+            report.latency_ms = Quantiles::from_us(&all);
         }
         report.compute_ok();
     }

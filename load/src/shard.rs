@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,15 @@ pub struct ShardConfig {
     pub connect_timeout_ms: u64,
     /// A worker exits by itself after this long, whatever happens.
     pub max_duration_ms: u64,
+    /// After a stream ends, wait its last `retry:` hint (else `reconnect_ms`), as EventSource.
+    pub honor_retry: bool,
+    /// Delay before reconnecting when the server gave no `retry:` hint.
+    pub reconnect_ms: u64,
+    /// Never give up connecting (waiting `Retry-After` after a refusal): rolling restarts.
+    pub persistent: bool,
+    /// Record the latency of replayed events too (what a client following across restarts
+    /// waits), not only of live ones.
+    pub latency_includes_replay: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +99,14 @@ pub struct Ctx {
     pub latency: AtomicHistogram,
     pub connect_time: AtomicHistogram,
     pub catchup: AtomicHistogram,
+    /// From a stream's end to the next one subscribed.
+    pub reconnect: AtomicHistogram,
+    /// Delivery latency while the servers restart (phase 1) and after (phase 2).
+    pub latency_during: AtomicHistogram,
+    pub latency_after: AtomicHistogram,
+    latency_phase: AtomicU8,
+    /// Streams subscribed per (instance, Unix second); instance "" when not named.
+    opens: Mutex<BTreeMap<(String, u64), u64>>,
 }
 
 impl Ctx {
@@ -131,8 +148,33 @@ impl Ctx {
             latency: AtomicHistogram::new(),
             connect_time: AtomicHistogram::new(),
             catchup: AtomicHistogram::new(),
+            reconnect: AtomicHistogram::new(),
+            latency_during: AtomicHistogram::new(),
+            latency_after: AtomicHistogram::new(),
+            latency_phase: AtomicU8::new(0),
+            opens: Mutex::new(BTreeMap::new()),
             cfg,
         }
+    }
+
+    /// The delivery-latency histogram of the current phase.
+    pub fn latency_now(&self) -> &AtomicHistogram {
+        match self.latency_phase.load(Relaxed) {
+            0 => &self.latency,
+            1 => &self.latency_during,
+            _ => &self.latency_after,
+        }
+    }
+
+    /// Counts a stream subscribed now on `instance`.
+    pub fn opened(&self, instance: Option<&str>) {
+        let second = crate::client::wall_us() / 1_000_000;
+        *self
+            .opens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((instance.unwrap_or_default().to_string(), second))
+            .or_default() += 1;
     }
 
     pub fn fail(&self, kind: FailKind) {
@@ -203,6 +245,10 @@ pub enum Cmd {
     Drop,
     /// Reconnect every client at once (with Last-Event-ID).
     Reconnect,
+    /// Record delivery latencies under phase 0 (before), 1 (during) or 2 (after).
+    LatencyPhase {
+        phase: u8,
+    },
     /// Stop every client and reply with the results.
     Finish,
 }
@@ -250,6 +296,11 @@ pub struct ShardResult {
     pub latency_us: Histogram,
     pub connect_us: Histogram,
     pub catchup_us: Histogram,
+    pub reconnect_us: Histogram,
+    pub latency_during_us: Histogram,
+    pub latency_after_us: Histogram,
+    /// Streams subscribed per instance and Unix second.
+    pub opens: Vec<(String, u64, u64)>,
 }
 
 impl ShardResult {
@@ -272,6 +323,15 @@ impl ShardResult {
         self.latency_us.merge(&o.latency_us);
         self.connect_us.merge(&o.connect_us);
         self.catchup_us.merge(&o.catchup_us);
+        self.reconnect_us.merge(&o.reconnect_us);
+        self.latency_during_us.merge(&o.latency_during_us);
+        self.latency_after_us.merge(&o.latency_after_us);
+        let mut opens: BTreeMap<(String, u64), u64> =
+            self.opens.drain(..).map(|(i, s, n)| ((i, s), n)).collect();
+        for (instance, second, n) in &o.opens {
+            *opens.entry((instance.clone(), *second)).or_default() += n;
+        }
+        self.opens = opens.into_iter().map(|((i, s), n)| (i, s, n)).collect();
     }
 }
 
@@ -370,6 +430,10 @@ impl Shard {
                 });
                 Reply::Ok
             }
+            Cmd::LatencyPhase { phase } => {
+                self.ctx.latency_phase.store(phase, Relaxed);
+                Reply::Ok
+            }
             Cmd::Finish => Reply::Result(Box::new(self.finish().await)),
         }
     }
@@ -428,6 +492,16 @@ impl Shard {
         r.latency_us = c.latency.snapshot();
         r.connect_us = c.connect_time.snapshot();
         r.catchup_us = c.catchup.snapshot();
+        r.reconnect_us = c.reconnect.snapshot();
+        r.latency_during_us = c.latency_during.snapshot();
+        r.latency_after_us = c.latency_after.snapshot();
+        r.opens = c
+            .opens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|((i, s), n)| (i.clone(), *s, *n))
+            .collect();
         r
     }
 }
