@@ -382,9 +382,8 @@ pub enum ConfigError {
     Auth(String),
 }
 
-/// Default of `REALTIME_MAX_NEW_STREAMS_PER_SECOND`: what one instance on the development
-/// machine (2 cores) admits while its live clients keep their delivery p99 (README,
-/// "Accept pacing").
+/// Default of `REALTIME_MAX_NEW_STREAMS_PER_SECOND`: a storm of resumes is spread over
+/// seconds rather than met at once (README, "Accept pacing", says how it was chosen).
 pub const DEFAULT_MAX_NEW_STREAMS_PER_SECOND: u32 = 500;
 
 /// Shortest `REALTIME_JWT_SECRET` accepted: 256 bits, the size of an HS256 key.

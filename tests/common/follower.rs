@@ -108,16 +108,16 @@ impl Follower {
     }
 
     /// Waits until the event with `cursor` arrived (events come in cursor order, so all
-    /// before it did too), stops, and returns every stream's record.
+    /// before it did too) and its stream got past its replay (`realtime.connected`) or
+    /// ended, stops, and returns every stream's record.
     pub async fn finish_at(self, cursor: &str, timeout: Duration) -> Vec<StreamRecord> {
         let deadline = Instant::now() + timeout;
         loop {
-            let seen = self
-                .records
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|r| r.data().any(|e| e.last_event_id == cursor));
+            let seen = self.records.lock().unwrap().iter().any(|r| {
+                r.data().any(|e| e.last_event_id == cursor)
+                    && (r.ended.is_some()
+                        || r.events.iter().any(|e| e.event == "realtime.connected"))
+            });
             if seen {
                 break;
             }
