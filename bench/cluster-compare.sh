@@ -105,7 +105,7 @@ start_hubs() { # target redis_url
     for i in 1 2 3; do
         local port
         port=$(free_port)
-        REALTIME_BACKEND=redis REDIS_URL="$url" REALTIME_BIND="127.0.0.1:$port" RUST_LOG=warn \
+        REALTIME_BACKEND=redis REDIS_URL="$url" REALTIME_BIND="127.0.0.1:$port" RUST_LOG=warn REALTIME_MAX_NEW_STREAMS_PER_SECOND=0 \
             "$HUB_BIN" >"$WORK/hub-$target-$i.log" 2>&1 &
         PIDS+=("$!")
         pids+=("$!")

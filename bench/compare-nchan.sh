@@ -46,7 +46,7 @@ start_redis "$WORK"
 start_hub() { # backend port
     local backend=$1 port=$2
     REALTIME_BACKEND=$backend REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-        REALTIME_BIND="127.0.0.1:$port" RUST_LOG=warn \
+        REALTIME_BIND="127.0.0.1:$port" RUST_LOG=warn REALTIME_MAX_NEW_STREAMS_PER_SECOND=0 \
         "$HUB_BIN" >"$WORK/hub-$backend.log" 2>&1 &
     STOP_PID=$!
     PIDS+=("$STOP_PID")

@@ -34,7 +34,7 @@ SERVER_PIDS=()
 if [[ $TARGET == hub ]]; then
     for i in $(seq 1 "$INSTANCES"); do
         REALTIME_BACKEND=$BACKEND REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-            REALTIME_BIND="127.0.0.1:$PORT" REALTIME_REUSE_PORT=true RUST_LOG=warn \
+            REALTIME_BIND="127.0.0.1:$PORT" REALTIME_REUSE_PORT=true RUST_LOG=warn REALTIME_MAX_NEW_STREAMS_PER_SECOND=0 \
             REALTIME_REQUEST_TIMEOUT_MS=$REQUEST_TIMEOUT_MS \
             "$HUB_BIN" >"$WORK/hub-$i.log" 2>&1 &
         PIDS+=("$!")

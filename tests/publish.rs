@@ -8,14 +8,15 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use common::{
-    Backend, SseClient, SseEvent, TestHub, error_code, jwt_for, post_json, post_raw, request,
-    unique_org,
+    Backend, SseClient, SseEvent, TestHub, error_code, jwt_for, node_envelope, post_json, post_raw,
+    request, unique_org,
 };
 
 backend_tests!(
     idempotent_publish,
     bad_input_is_rejected_and_publishes_nothing,
     in_process_envelope_fields,
+    dashclaw_envelope_over_http,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -727,4 +728,48 @@ async fn in_process_envelope_fields(backend: Backend) {
             "no single data: line carries {envelope}"
         );
     }
+}
+
+/// DashClaw's Node publisher's whole envelope (`{id, org_id, event, timestamp, version,
+/// payload}`, built as `publishOrgEvent` builds it) is accepted over HTTP: stored with its id
+/// and payload, the hub's own timestamp and a cursor. A wrong org, a wrong version or a field
+/// the envelope does not have are refused with their codes and publish nothing.
+async fn dashclaw_envelope_over_http(backend: Backend) {
+    let hub = backend.hub(&[]).await;
+    let org = unique_org("node_http");
+    let mut sub = subscribe(&hub, &org, &[]).await;
+
+    let envelope = node_envelope(&org, "guard.decision", json!({"decision": {"id": "gd_1"}}));
+    let stored = publish_expect(&hub, &org, &envelope, &[], 202).await;
+    assert_eq!(stored["id"], envelope["id"]);
+    assert_eq!(stored["org_id"], json!(org));
+    assert_eq!(stored["event"], "guard.decision");
+    assert_eq!(stored["version"], "v1");
+    assert_eq!(stored["payload"], envelope["payload"]);
+    assert!(stored["cursor"].is_string(), "{stored}");
+    expect_delivered(&mut sub, &stored).await;
+    // The same envelope again is a duplicate of the first.
+    let again = publish_expect(&hub, &org, &envelope, &[], 200).await;
+    assert_eq!(again, stored);
+
+    let refusals = [
+        ("org_id", json!("org_someone_else"), 422, "org_mismatch"),
+        ("version", json!("v2"), 422, "invalid_version"),
+    ];
+    for (field, value, status, code) in refusals {
+        let mut bad = node_envelope(&org, "guard.decision", json!({}));
+        bad[field] = value;
+        let reply = publish_expect(&hub, &org, &bad, &[], status).await;
+        assert_eq!(error_code(&reply), code, "{field}: {reply}");
+    }
+    let mut extra = node_envelope(&org, "guard.decision", json!({}));
+    extra["cursor"] = json!("1-1");
+    let reply = publish_expect(&hub, &org, &extra, &[], 400).await;
+    assert!(!error_code(&reply).is_empty(), "{reply}");
+    // In a batch, one bad envelope refuses the whole request.
+    let mut wrong_org = node_envelope(&org, "guard.decision", json!({}));
+    wrong_org["org_id"] = json!("org_someone_else");
+    let batch = json!([node_envelope(&org, "guard.decision", json!({})), wrong_org]);
+    publish_expect(&hub, &org, &batch, &[], 422).await;
+    expect_sentinel_next(&hub, &org, &mut sub, &[], "after refusals").await;
 }

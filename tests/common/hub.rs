@@ -174,7 +174,8 @@ impl std::fmt::Debug for TestHub {
 
 impl TestHub {
     /// Start the hub with `env` on a free loopback port (unless `env` sets
-    /// `REALTIME_BIND`) and wait until `GET /healthz` is 200.
+    /// `REALTIME_BIND`), unpaced (unless `env` sets `REALTIME_MAX_NEW_STREAMS_PER_SECOND`),
+    /// and wait until `GET /healthz` is 200.
     pub async fn spawn(env: &[(&str, &str)]) -> TestHub {
         Self::spawn_with_args(env, &[]).await
     }
@@ -192,6 +193,14 @@ impl TestHub {
             let mut full_env: Vec<(&str, &str)> = env.to_vec();
             if chosen {
                 full_env.push(("REALTIME_BIND", &bind_value));
+            }
+            // Tests open hundreds of streams at once: unpaced unless the test sets a rate
+            // (accept pacing has its own tests).
+            if !env
+                .iter()
+                .any(|(k, _)| *k == "REALTIME_MAX_NEW_STREAMS_PER_SECOND")
+            {
+                full_env.push(("REALTIME_MAX_NEW_STREAMS_PER_SECOND", "0"));
             }
             let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("creating tempdir: {e}"));
             let log_path = dir.path().join("hub.log");
