@@ -179,6 +179,9 @@ pub struct NewEvent {
     pub data_json: String,
     /// Publish time in epoch milliseconds (the `timestamp` field).
     pub published_ms: u64,
+    /// The hub generated the id just now (a new ULID), so it cannot have been stored before
+    /// and the publish skips the idempotency lookup.
+    pub fresh_id: bool,
 }
 
 impl NewEvent {
@@ -191,6 +194,7 @@ impl NewEvent {
     ) -> Result<Self, ValidationError> {
         validate_event_name(&request.event)?;
         check_payload_size(request.payload.as_deref(), max_bytes)?;
+        let fresh_id = request.id.is_none();
         let id = match request.id {
             Some(id) => {
                 validate_event_id(&id)?;
@@ -227,6 +231,7 @@ impl NewEvent {
             timestamp,
             data_json,
             published_ms: now_ms,
+            fresh_id,
         })
     }
 

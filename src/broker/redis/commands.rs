@@ -20,10 +20,19 @@ macro_rules! publish_script {
         concat!(
             r#"
 local results = {}
-for i = 3, #ARGV do
-  local id_key = KEYS[i]
+local origins = ''
+local data_at = 3
+if string.sub(ARGV[3] or '{', 1, 1) ~= '{' then
+  origins = ARGV[3]
+  data_at = 4
+end
+for i = data_at, #ARGV do
+  local id_key = KEYS[i - data_at + 3]
   local data = ARGV[i]
-  local first = redis.call('GET', id_key)
+  local first = nil
+  if string.byte(origins, i - data_at + 1) ~= 104 then
+    first = redis.call('GET', id_key)
+  end
   local duplicate = nil
   if first then
     local entry = redis.call('XRANGE', KEYS[1], first, first)
@@ -55,7 +64,9 @@ return results
 /// atomic, so an event is in both the stream and the channel or in neither.
 ///
 /// KEYS: stream, channel, then one idempotency key per event.
-/// ARGV: minid, window ms, then one cursor-less envelope JSON per event.
+/// ARGV: minid, window ms, optionally one letter per event (`h`: an id the hub generated just
+/// now, which cannot be stored yet, so no `GET`; `p`: the producer's id, looked up; left out,
+/// every id is looked up), then one cursor-less envelope JSON per event.
 /// Returns per event `{1, cursor}` (stored) or `{0, cursor, data}` (duplicate).
 pub const PUBLISH_SCRIPT: &str = publish_script!("PUBLISH", "");
 
@@ -384,7 +395,14 @@ impl Commands {
         for event in events {
             invocation.key(self.keys.id_key(topic, &event.id));
         }
-        invocation.arg(minid).arg(self.window_ms.max(1));
+        let origins: String = events
+            .iter()
+            .map(|e| if e.fresh_id { 'h' } else { 'p' })
+            .collect();
+        invocation
+            .arg(minid)
+            .arg(self.window_ms.max(1))
+            .arg(origins);
         for event in events {
             invocation.arg(&event.data_json);
         }
@@ -595,10 +613,19 @@ mod tests {
     fn the_single_server_script_is_unchanged() {
         let contract = r#"
 local results = {}
-for i = 3, #ARGV do
-  local id_key = KEYS[i]
+local origins = ''
+local data_at = 3
+if string.sub(ARGV[3] or '{', 1, 1) ~= '{' then
+  origins = ARGV[3]
+  data_at = 4
+end
+for i = data_at, #ARGV do
+  local id_key = KEYS[i - data_at + 3]
   local data = ARGV[i]
-  local first = redis.call('GET', id_key)
+  local first = nil
+  if string.byte(origins, i - data_at + 1) ~= 104 then
+    first = redis.call('GET', id_key)
+  end
   local duplicate = nil
   if first then
     local entry = redis.call('XRANGE', KEYS[1], first, first)

@@ -9,13 +9,15 @@
 //! - [`pubsub`]: the routing table and the task keeping a single server's pub/sub subscribed;
 //! - [`shards`]: the task keeping a cluster's sharded pub/sub subscribed, shard by shard;
 //! - [`health`]: the backend's health, per shard, and reconnect count;
-//! - [`invalid`]: envelopes from Redis that fail validation (dropped, counted, logged).
+//! - [`invalid`]: envelopes from Redis that fail validation (dropped, counted, logged);
+//! - [`own`]: this instance's publishes until they come back (counted apart, not re-parsed).
 
 pub mod commands;
 pub mod connection;
 pub mod health;
 pub mod invalid;
 pub mod keys;
+pub mod own;
 pub mod pubsub;
 pub mod shards;
 pub mod topology;
@@ -255,8 +257,7 @@ impl Broker for RedisBroker {
         topic: Topic,
         events: Vec<NewEvent>,
     ) -> BoxFuture<Result<Vec<PublishOutcome>, BrokerError>> {
-        self.subscriptions
-            .note_own(events.iter().map(|e| e.id.as_str()));
+        self.subscriptions.note_own(&events);
         let commands = self.commands.clone();
         Box::pin(async move { commands.publish(&topic, &events).await })
     }

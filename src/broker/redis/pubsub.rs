@@ -8,7 +8,7 @@
 //! the supervisor fills from the stream, so a slow supervisor costs a stream read, never
 //! memory.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -23,61 +23,19 @@ use super::commands::Commands;
 use super::health::RedisHealth;
 use super::invalid::InvalidEvents;
 use super::keys::Keys;
+use super::own::{OwnEvents, OwnMessage};
 use crate::broker::{LiveMessage, LiveSink};
-use crate::envelope::{StoredEvent, Topic};
+use crate::envelope::{NewEvent, StoredEvent, Topic};
 
 /// How often the canary is published.
 pub const CANARY_INTERVAL: Duration = Duration::from_millis(1000);
 /// Channels per SUBSCRIBE command when resubscribing.
 const SUBSCRIBE_CHUNK: usize = 500;
-/// Envelope ids of this instance's own publishes remembered until they come back.
-const OWN_IDS_CAPACITY: usize = 16_384;
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Ids this instance published that its pub/sub connection has not received back yet.
-///
-/// `events_published_total{path="redis_external"}` counts pub/sub messages that some other
-/// program (another hub instance, DashClaw's Node app) published. Our own publishes are
-/// already counted as `in_process`/`http`, so their ids are noted here *before* the publish
-/// script runs (its PUBLISH can reach our subscriber before the script's reply reaches us)
-/// and struck off when the message arrives. The set is bounded: ids that never come back
-/// (no local subscriber, duplicates, failed calls) are evicted oldest first, and an own
-/// publish whose id was evicted before it arrived would be miscounted as external, which
-/// takes more than `OWN_IDS_CAPACITY` publishes in flight at once.
-#[derive(Default)]
-struct OwnIds {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl OwnIds {
-    fn note(&mut self, id: &str) {
-        if self.set.insert(id.to_owned()) {
-            self.order.push_back(id.to_owned());
-        }
-        while self.order.len() > OWN_IDS_CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-    }
-
-    /// True (and forgotten) when `id` was published by this instance.
-    fn take(&mut self, id: &str) -> bool {
-        let own = self.set.remove(id);
-        if self.order.len() > 2 * self.set.len() + 64 {
-            // Taken ids leave stale entries in `order`; drop them so it stays bounded by
-            // the ids still awaited rather than by the publish rate.
-            let set = &self.set;
-            self.order.retain(|id| set.contains(id));
-        }
-        own
-    }
 }
 
 struct Route {
@@ -122,7 +80,7 @@ pub enum Control {
 pub struct Subscriptions {
     routes: Mutex<HashMap<String, Route>>,
     control: mpsc::Sender<Control>,
-    own_ids: Mutex<OwnIds>,
+    own: Mutex<OwnEvents>,
     keys: Keys,
     instance: String,
     /// The canary channels this instance publishes and expects back: one for a single
@@ -148,7 +106,7 @@ impl Subscriptions {
         let subscriptions = Self {
             routes: Mutex::new(HashMap::new()),
             control,
-            own_ids: Mutex::new(OwnIds::default()),
+            own: Mutex::new(OwnEvents::default()),
             canaries: Mutex::new(vec![keys.canary(&instance)]),
             keys,
             instance,
@@ -170,11 +128,11 @@ impl Subscriptions {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Notes ids about to be published by this instance (see [`OwnIds`]).
-    pub fn note_own<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
-        let mut own = lock(&self.own_ids);
-        for id in ids {
-            own.note(id);
+    /// Notes events about to be published by this instance (see [`OwnEvents`]).
+    pub fn note_own(&self, events: &[NewEvent]) {
+        let mut own = lock(&self.own);
+        for event in events {
+            own.note(event);
         }
     }
 
@@ -286,17 +244,25 @@ impl Subscriptions {
             return Routed::Unrouted;
         };
         route.gap_if_lost();
-        // Validated like a published envelope: a producer cannot forge frames or events.
-        let event = match StoredEvent::from_wire(payload, None, &route.topic, self.max_bytes) {
+        let own = lock(&self.own).take(payload);
+        let parsed = match own {
+            OwnMessage::Rebuilt(event) => Ok(event),
+            OwnMessage::External => {
+                self.external_events.inc();
+                StoredEvent::from_wire(payload, None, &route.topic, self.max_bytes)
+            }
+            // Validated like a published envelope: a producer cannot forge frames or events.
+            OwnMessage::Parse => {
+                StoredEvent::from_wire(payload, None, &route.topic, self.max_bytes)
+            }
+        };
+        let event = match parsed {
             Ok(event) => Arc::new(event),
             Err(error) => {
                 self.invalid.dropped(&route.topic, "pubsub", &error);
                 return Routed::Event;
             }
         };
-        if !lock(&self.own_ids).take(event.id()) {
-            self.external_events.inc();
-        }
         for sink in &route.sinks {
             sink.offer(LiveMessage::Event(event.clone()));
         }
