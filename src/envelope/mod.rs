@@ -124,13 +124,30 @@ pub fn check_payload_size(
 }
 
 /// Raw JSON text on one line: JSON only allows line breaks as whitespace between tokens, so
-/// text that has any is re-serialized compactly (rare: pretty-printed producers).
+/// text that has any is re-serialized compactly (rare: pretty-printed producers). Text that
+/// escapes a UTF-16 surrogate is parsed as a tree too: raw values let an unpaired surrogate
+/// (`"\udddd"`) through, which is no Unicode text, so no client could read it the same way
+/// (and `/api/stream`'s projection could not); the tree refuses it.
 fn one_line(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
-    if raw.bytes().any(|b| b == b'\n' || b == b'\r') {
+    let breaks = raw.bytes().any(|b| b == b'\n' || b == b'\r');
+    if breaks || escapes_a_surrogate(raw) {
         let value: Value = serde_json::from_str(raw)?;
-        return Ok(Cow::Owned(value.to_string()));
+        if breaks {
+            return Ok(Cow::Owned(value.to_string()));
+        }
     }
     Ok(Cow::Borrowed(raw))
+}
+
+/// Whether the text holds `\uD800`–`\uDFFF` (case-insensitive); an escaped backslash before
+/// a literal `uD8..` also matches, which only costs a parse.
+fn escapes_a_surrogate(raw: &str) -> bool {
+    raw.as_bytes().windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && w[2] | 0x20 == b'd'
+            && matches!(w[3] | 0x20, b'8' | b'9' | b'a'..=b'f')
+    })
 }
 
 /// The fields of an envelope, validated, ready to be written.
@@ -252,6 +269,25 @@ impl NewEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unpaired_surrogate_escapes_are_refused_and_pairs_kept() {
+        let topic = Topic::Org(OrgId::parse("org_a").unwrap());
+        let with = |payload: &str| {
+            let mut request = PublishRequest::new("a.b", serde_json::json!({}));
+            request.payload = Some(RawValue::from_string(payload.to_owned()).unwrap());
+            NewEvent::validate(&topic, request, 65_536, 1_000)
+        };
+        for lone in [r#"{"k":"\udddd"}"#, r#"{"\uD800x":1}"#, r#"["\ud83d"]"#] {
+            assert!(
+                matches!(with(lone), Err(ValidationError::InvalidPayload)),
+                "{lone}"
+            );
+        }
+        let pair = r#"{"smile":"\ud83d\ude00","path":"C:\\ud800"}"#;
+        let event = with(pair).unwrap();
+        assert!(event.data_json.contains(pair));
+    }
 
     #[test]
     fn stored_json_matches_serde_with_cursor() {

@@ -276,6 +276,13 @@ impl StoredEvent {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_unpaired_surrogate_from_redis_is_invalid() {
+        let topic = Topic::Org(OrgId::parse("org_fuzz").unwrap());
+        let data = br#"{"id":"evt_1","org_id":"org_fuzz","event":"a.b","timestamp":"2025-01-01T00:00:00.000Z","version":"v1","payload":{"pa\uddddyload":1}}"#;
+        assert!(StoredEvent::from_wire(data, None, &topic, 65_536).is_err());
+    }
     use super::*;
     use crate::envelope::{OrgId, PublishRequest, format_timestamp};
 
