@@ -124,30 +124,63 @@ pub fn check_payload_size(
 }
 
 /// Raw JSON text on one line: JSON only allows line breaks as whitespace between tokens, so
-/// text that has any is re-serialized compactly (rare: pretty-printed producers). Text that
-/// escapes a UTF-16 surrogate is parsed as a tree too: raw values let an unpaired surrogate
-/// (`"\udddd"`) through, which is no Unicode text, so no client could read it the same way
-/// (and `/api/stream`'s projection could not); the tree refuses it.
+/// text that has any is re-serialized compactly (rare: pretty-printed producers). Otherwise the
+/// text is checked by [`StrictJson`], as a tree would be, without building one.
 fn one_line(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
-    let breaks = raw.bytes().any(|b| b == b'\n' || b == b'\r');
-    if breaks || escapes_a_surrogate(raw) {
+    if raw.bytes().any(|b| b == b'\n' || b == b'\r') {
         let value: Value = serde_json::from_str(raw)?;
-        if breaks {
-            return Ok(Cow::Owned(value.to_string()));
-        }
+        return Ok(Cow::Owned(value.to_string()));
     }
+    serde_json::from_str::<StrictJson>(raw)?;
     Ok(Cow::Borrowed(raw))
 }
 
-/// Whether the text holds `\uD800`–`\uDFFF` (case-insensitive); an escaped backslash before
-/// a literal `uD8..` also matches, which only costs a parse.
-fn escapes_a_surrogate(raw: &str) -> bool {
-    raw.as_bytes().windows(4).any(|w| {
-        w[0] == b'\\'
-            && w[1] == b'u'
-            && w[2] | 0x20 == b'd'
-            && matches!(w[3] | 0x20, b'8' | b'9' | b'a'..=b'f')
-    })
+/// Accepts exactly the JSON a `serde_json::Value` accepts, keeping nothing. Raw values only
+/// check the syntax, so they let through strings escaping an unpaired UTF-16 surrogate
+/// (`"\udddd"`, no Unicode text) and numbers beyond a double (`1e999`): no client reads those
+/// the same way, and `/api/stream`'s projection could not read the payload at all.
+struct StrictJson;
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictJsonVisitor)
+    }
+}
+
+struct StrictJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictJsonVisitor {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_unit<E>(self) -> Result<StrictJson, E> {
+        Ok(StrictJson)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<StrictJson, A::Error> {
+        while seq.next_element::<StrictJson>()?.is_some() {}
+        Ok(StrictJson)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StrictJson, A::Error> {
+        while map.next_entry::<StrictJson, StrictJson>()?.is_some() {}
+        Ok(StrictJson)
+    }
 }
 
 /// The fields of an envelope, validated, ready to be written.
@@ -271,20 +304,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unpaired_surrogate_escapes_are_refused_and_pairs_kept() {
+    fn unpaired_surrogates_and_numbers_beyond_a_double_are_refused() {
         let topic = Topic::Org(OrgId::parse("org_a").unwrap());
         let with = |payload: &str| {
             let mut request = PublishRequest::new("a.b", serde_json::json!({}));
             request.payload = Some(RawValue::from_string(payload.to_owned()).unwrap());
             NewEvent::validate(&topic, request, 65_536, 1_000)
         };
-        for lone in [r#"{"k":"\udddd"}"#, r#"{"\uD800x":1}"#, r#"["\ud83d"]"#] {
+        for lone in [
+            r#"{"k":"\udddd"}"#,
+            r#"{"\uD800x":1}"#,
+            r#"["\ud83d"]"#,
+            r#"{"x":[1e999]}"#,
+            r#"[-4444444444444444444444444444444444444444444444444444444444e300]"#,
+        ] {
             assert!(
                 matches!(with(lone), Err(ValidationError::InvalidPayload)),
                 "{lone}"
             );
         }
-        let pair = r#"{"smile":"\ud83d\ude00","path":"C:\\ud800"}"#;
+        let pair =
+            r#"{"smile":"\ud83d\ude00","path":"C:\\ud800","n":[1e300,-0,12345678901234567890123]}"#;
         let event = with(pair).unwrap();
         assert!(event.data_json.contains(pair));
     }
