@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and runs every fuzz target for the given number of seconds each (default 20).
-#   bash fuzz/run.sh 20            # CI budget
+#   bash fuzz/run.sh 10            # CI budget
 #   bash fuzz/run.sh 600 sse_writer # one target, ten minutes
 # Uses cargo-fuzz (libFuzzer) on the stable toolchain with no sanitizer (the hub is safe
 # Rust: panics, overflow checks and debug assertions are what a crash means here).
