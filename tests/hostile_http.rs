@@ -620,30 +620,13 @@ async fn flood_non_readers(check_release: bool) {
     let mut good = subscribe(&hub, &org).await;
     let baseline = common::rss_kib(hub.pid());
 
-    let request = format!(
-        "GET /v1/orgs/{org}/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
-    );
-    // A small receive buffer and a small MSS keep the kernel from absorbing megabytes per
-    // socket (on loopback the hub's send buffer would otherwise autotune to ~4 MB), so
-    // the hub's own per-session queue is what fills.
-    let addr = hub.addr();
-    let idle = tokio::task::spawn_blocking(move || {
-        let mut idle = Vec::with_capacity(CONNS);
-        for _ in 0..CONNS {
-            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                .expect("socket");
-            sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-            sock.set_tcp_mss(536).expect("TCP_MAXSEG");
-            sock.connect_timeout(&addr.into(), Duration::from_secs(20))
-                .expect("connect");
-            let mut s: std::net::TcpStream = sock.into();
-            std::io::Write::write_all(&mut s, request.as_bytes()).expect("write");
-            idle.push(s);
-        }
-        idle
-    })
-    .await
-    .expect("connect task");
+    // Small receive buffers and MSS (common::non_reading_stream) keep the kernel from
+    // absorbing megabytes per socket, so the hub's own per-session queue is what fills.
+    let path = format!("/v1/orgs/{org}/stream");
+    let mut idle = Vec::with_capacity(CONNS);
+    for _ in 0..CONNS {
+        idle.push(common::non_reading_stream(hub.addr(), &path, &[]).await);
+    }
     // Every stream is registered before the flood (so each one really has a queue).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

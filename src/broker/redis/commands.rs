@@ -608,42 +608,14 @@ impl StreamInfo {
 mod tests {
     use super::*;
 
-    /// The single-server script is the contract's (PROTOCOL 7.2), byte for byte.
+    /// The single-server script is the contract's (PROTOCOL 7.2), byte for byte: read from
+    /// the document itself, so the two cannot drift apart.
     #[test]
     fn the_single_server_script_is_unchanged() {
-        let contract = r#"
-local results = {}
-local origins = ''
-local data_at = 3
-if string.sub(ARGV[3] or '{', 1, 1) ~= '{' then
-  origins = ARGV[3]
-  data_at = 4
-end
-for i = data_at, #ARGV do
-  local id_key = KEYS[i - data_at + 3]
-  local data = ARGV[i]
-  local first = nil
-  if string.byte(origins, i - data_at + 1) ~= 104 then
-    first = redis.call('GET', id_key)
-  end
-  local duplicate = nil
-  if first then
-    local entry = redis.call('XRANGE', KEYS[1], first, first)
-    if entry[1] then
-      duplicate = {0, first, entry[1][2][2]}
-    end
-  end
-  if duplicate then
-    results[#results + 1] = duplicate
-  else
-    local cursor = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'data', data)
-    redis.call('SET', id_key, cursor, 'PX', ARGV[2])
-    redis.call('PUBLISH', KEYS[2], string.sub(data, 1, -2) .. ',"cursor":"' .. cursor .. '"}')
-    results[#results + 1] = {1, cursor}
-  end
-end
-return results
-"#;
+        let protocol = include_str!("../../../docs/PROTOCOL.md");
+        let section = &protocol[protocol.find("### 7.2").expect("section 7.2")..];
+        let block = &section[section.find("```lua\n").expect("lua block") + "```lua".len()..];
+        let contract = &block[..block.find("```").expect("end of the lua block")];
         assert_eq!(PUBLISH_SCRIPT, contract);
         let cluster = contract.replace("'PUBLISH'", "'SPUBLISH'").replace(
             "entry[1][2][2]}\n",
